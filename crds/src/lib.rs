@@ -1,0 +1,3 @@
+//! Portico's custom resources.
+mod ingress_policy;
+pub use ingress_policy::*;

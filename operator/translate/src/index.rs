@@ -1,0 +1,126 @@
+//! The index: every watched object, by kind and key.
+//!
+//! The operator's watchers call [`Index::apply`] and [`Index::delete`]; standalone mode builds a
+//! fresh index from parsed files. Translation only reads it.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use portico_crds::IngressPolicy;
+
+/// Namespace and name. Cluster-scoped objects (IngressClass) have an empty namespace.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct ObjectKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ObjectKey {
+    /// A namespaced key.
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.namespace.is_empty() {
+            f.write_str(&self.name)
+        } else {
+            write!(f, "{}/{}", self.namespace, self.name)
+        }
+    }
+}
+
+/// One object of a kind the translator reads.
+#[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)]
+pub enum Object {
+    IngressClass(IngressClass),
+    Ingress(Ingress),
+    Service(Service),
+    EndpointSlice(EndpointSlice),
+    Secret(Secret),
+    ConfigMap(ConfigMap),
+    IngressPolicy(IngressPolicy),
+}
+
+/// Every object translation reads, by key. BTreeMaps keep iteration, and so output, ordered.
+#[derive(Debug, Clone, Default)]
+pub struct Index {
+    /// By name (cluster-scoped).
+    pub ingress_classes: BTreeMap<String, IngressClass>,
+    pub ingresses: BTreeMap<ObjectKey, Ingress>,
+    pub services: BTreeMap<ObjectKey, Service>,
+    pub endpoint_slices: BTreeMap<ObjectKey, EndpointSlice>,
+    pub secrets: BTreeMap<ObjectKey, Secret>,
+    pub config_maps: BTreeMap<ObjectKey, ConfigMap>,
+    pub policies: BTreeMap<ObjectKey, IngressPolicy>,
+}
+
+fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> ObjectKey {
+    ObjectKey {
+        namespace: meta.namespace.clone().unwrap_or_default(),
+        name: meta.name.clone().unwrap_or_default(),
+    }
+}
+
+impl Index {
+    /// An index holding `objects`; later objects with the same key replace earlier ones.
+    pub fn from_objects(objects: impl IntoIterator<Item = Object>) -> Self {
+        let mut index = Self::default();
+        for object in objects {
+            index.apply(object);
+        }
+        index
+    }
+
+    /// Inserts or replaces an object.
+    pub fn apply(&mut self, object: Object) {
+        match object {
+            Object::IngressClass(o) => {
+                self.ingress_classes
+                    .insert(o.metadata.name.clone().unwrap_or_default(), o);
+            }
+            Object::Ingress(o) => {
+                self.ingresses.insert(key_of(&o.metadata), o);
+            }
+            Object::Service(o) => {
+                self.services.insert(key_of(&o.metadata), o);
+            }
+            Object::EndpointSlice(o) => {
+                self.endpoint_slices.insert(key_of(&o.metadata), o);
+            }
+            Object::Secret(o) => {
+                self.secrets.insert(key_of(&o.metadata), o);
+            }
+            Object::ConfigMap(o) => {
+                self.config_maps.insert(key_of(&o.metadata), o);
+            }
+            Object::IngressPolicy(o) => {
+                self.policies.insert(key_of(&o.metadata), o);
+            }
+        }
+    }
+
+    /// Total number of objects held.
+    pub fn len(&self) -> usize {
+        self.ingress_classes.len()
+            + self.ingresses.len()
+            + self.services.len()
+            + self.endpoint_slices.len()
+            + self.secrets.len()
+            + self.config_maps.len()
+            + self.policies.len()
+    }
+
+    /// True when the index holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

@@ -1,0 +1,7 @@
+//! Ingress translation: class selection, hosts, paths, backends, TLS, default backend.
+
+use crate::{Index, Options, Output};
+
+pub(crate) fn translate_ingresses(_index: &Index, _options: &Options) -> Output {
+    Output::default()
+}
