@@ -9,7 +9,7 @@ pub mod matcher;
 pub mod policy;
 pub mod snapshot;
 
-pub use matcher::{HostMap, RouteMatch, Router};
+pub use matcher::{HostMap, RouteMatch, Router, normalize_host};
 pub use policy::RoutePolicy;
 pub use snapshot::{
     AppProtocol, Backend, Certificate, ClientCa, Endpoint, FORMAT_VERSION, LoadBalancer, PathKind,
