@@ -8,11 +8,11 @@ set -euo pipefail
 need=()
 case "${1:-test}" in
   test) cmds=(curl) ;;
-  run) cmds=(curl) ;;
+  run) cmds=(curl openssl) ;;
   bench) cmds=(curl nginx wrk h2load) ;;
   *) echo "usage: $0 test|run|bench" >&2; exit 2 ;;
 esac
-declare -A pkg=([curl]=curl [nginx]=nginx [wrk]=wrk [h2load]=nghttp2-client [redis-server]=redis-server)
+declare -A pkg=([curl]=curl [nginx]=nginx [wrk]=wrk [h2load]=nghttp2-client [redis-server]=redis-server [openssl]=openssl)
 for c in "${cmds[@]}"; do
   command -v "$c" >/dev/null 2>&1 || need+=("${pkg[$c]}")
 done
