@@ -1,4 +1,20 @@
 //! Multi-document YAML (and JSON) text into [`Object`]s. Shared by every caller.
+//!
+//! The text is split into documents the way `kubectl` does (a line that is `---` followed only by
+//! whitespace), so that one broken document does not hide the ones after it, and each piece is
+//! read on its own. Nothing here panics on any input: every document that cannot be taken
+//! becomes a [`ParseProblem`] naming its 1-based number.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_yaml_ng::{Mapping, Value};
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use portico_crds::IngressPolicy;
 
 use crate::Object;
 
@@ -10,7 +26,7 @@ pub struct Parsed {
 }
 
 /// A document that could not be taken, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ParseProblem {
     /// 1-based index of the document in the text.
     pub document: usize,
@@ -18,6 +34,647 @@ pub struct ParseProblem {
 }
 
 /// Parses every document in `text`. Objects without a namespace land in `default_namespace`.
-pub fn parse_manifests(_text: &str, _default_namespace: &str) -> Parsed {
-    Parsed::default()
+///
+/// A `List` (or `IngressList`, `ServiceList`, ...) is expanded into its `items`; items of a typed
+/// list may omit `apiVersion` and `kind`, which are then taken from the list. Empty documents
+/// are skipped silently. Secrets have `stringData` merged into `data`, as the API server does.
+pub fn parse_manifests(text: &str, default_namespace: &str) -> Parsed {
+    let mut parsed = Parsed::default();
+    for (number, document) in split_documents(text).into_iter().enumerate() {
+        let number = number + 1;
+        let mut problem = |message: String| {
+            parsed.problems.push(ParseProblem {
+                document: number,
+                message,
+            })
+        };
+        if is_blank(document) {
+            continue;
+        }
+        let value: Value = match serde_yaml_ng::from_str(document) {
+            Ok(value) => value,
+            Err(err) => {
+                problem(format!("invalid YAML: {err}"));
+                continue;
+            }
+        };
+        let mapping = match value {
+            Value::Null => continue,
+            Value::Mapping(mapping) => mapping,
+            other => {
+                problem(format!(
+                    "a document must be a mapping (an object), not {}",
+                    value_kind(&other)
+                ));
+                continue;
+            }
+        };
+        let head = match Head::of(&mapping, None) {
+            Ok(head) => head,
+            Err(message) => {
+                problem(message);
+                continue;
+            }
+        };
+        if head.is_list() {
+            match mapping.get("items") {
+                Some(Value::Sequence(items)) => {
+                    for (i, item) in items.iter().enumerate() {
+                        let taken = match item {
+                            Value::Mapping(item) => {
+                                Head::of(item, Some(&head)).and_then(|item_head| {
+                                    decode(&item_head, item, Source::ListItem, default_namespace)
+                                })
+                            }
+                            other => Err(format!(
+                                "an item must be a mapping (an object), not {}",
+                                value_kind(other)
+                            )),
+                        };
+                        match taken {
+                            Ok(object) => parsed.objects.push(object),
+                            Err(message) => parsed.problems.push(ParseProblem {
+                                document: number,
+                                message: format!("{}: items[{i}]: {message}", head.kind),
+                            }),
+                        }
+                    }
+                }
+                Some(Value::Null) | None => {}
+                Some(other) => problem(format!(
+                    "{}: items must be a sequence, not {}",
+                    head.kind,
+                    value_kind(other)
+                )),
+            }
+            continue;
+        }
+        match decode(
+            &head,
+            &mapping,
+            Source::Document(document),
+            default_namespace,
+        ) {
+            Ok(object) => parsed.objects.push(object),
+            Err(message) => problem(message),
+        }
+    }
+    parsed
+}
+
+/// Splits `text` into documents on separator lines, as kubectl's YAML reader does. A leading
+/// piece holding only comments and blank lines before the first separator is not a document.
+fn split_documents(text: &str) -> Vec<&str> {
+    let mut documents = Vec::new();
+    let mut start = 0;
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        if let Some(rest) = line.strip_prefix("---")
+            && rest.trim().is_empty()
+        {
+            documents.push(&text[start..offset]);
+            start = offset + line.len();
+        }
+        offset += line.len();
+    }
+    documents.push(&text[start..]);
+    if documents.len() > 1 && is_blank(documents[0]) {
+        documents.remove(0);
+    }
+    documents
+}
+
+fn is_blank(document: &str) -> bool {
+    document
+        .lines()
+        .map(str::trim)
+        .all(|line| line.is_empty() || line == "..." || line.starts_with('#'))
+}
+
+fn value_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Sequence(_) => "a sequence",
+        Value::Mapping(_) => "a mapping",
+        Value::Tagged(_) => "a tagged value",
+    }
+}
+
+/// The type fields of one object, read before decoding it.
+struct Head {
+    api_version: String,
+    kind: String,
+    /// `namespace/name` or `name`, for messages.
+    name: String,
+}
+
+impl Head {
+    /// Reads `apiVersion`, `kind` and the name; an item of a typed list inherits the list's.
+    fn of(mapping: &Mapping, list: Option<&Head>) -> Result<Self, String> {
+        let field = |key: &str| match mapping.get(key) {
+            Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+            _ => None,
+        };
+        let metadata = mapping.get("metadata");
+        let meta = |key: &str| match metadata.and_then(|m| m.get(key)) {
+            Some(Value::String(s)) => Some(s.as_str()),
+            _ => None,
+        };
+        let name = match (meta("namespace"), meta("name")) {
+            (Some(ns), Some(name)) => format!("{ns}/{name}"),
+            (None, Some(name)) => name.to_owned(),
+            (_, None) => "(unnamed)".to_owned(),
+        };
+        let inherited = list.and_then(Head::item_kind);
+        let api_version = field("apiVersion").or_else(|| inherited.map(|(v, _)| v.to_owned()));
+        let kind = field("kind").or_else(|| inherited.map(|(_, k)| k.to_owned()));
+        match (api_version, kind) {
+            (Some(api_version), Some(kind)) => Ok(Self {
+                api_version,
+                kind,
+                name,
+            }),
+            (None, Some(kind)) => Err(format!("{kind} {name}: missing apiVersion")),
+            (Some(_), None) => Err(format!("{name}: missing kind")),
+            (None, None) => Err(format!("{name}: missing apiVersion and kind")),
+        }
+    }
+
+    fn is_list(&self) -> bool {
+        self.kind == "List" || (self.kind.ends_with("List") && self.kind.len() > 4)
+    }
+
+    /// For `IngressList` in `networking.k8s.io/v1`: the apiVersion and kind of its items.
+    fn item_kind(&self) -> Option<(&str, &str)> {
+        let kind = self.kind.strip_suffix("List")?;
+        (!kind.is_empty()).then_some((self.api_version.as_str(), kind))
+    }
+}
+
+/// Where a mapping came from, to decode it again with a useful error path.
+enum Source<'a> {
+    /// A whole document: its text, so errors carry the field path and the line.
+    Document(&'a str),
+    /// An item of a list: errors carry the field path within the item.
+    ListItem,
+}
+
+fn decode(
+    head: &Head,
+    mapping: &Mapping,
+    source: Source<'_>,
+    default_namespace: &str,
+) -> Result<Object, String> {
+    let namespaced = |mut meta: ObjectMeta| {
+        if meta.namespace.as_deref().is_none_or(str::is_empty) {
+            meta.namespace = Some(default_namespace.to_owned());
+        }
+        meta
+    };
+    let object = match (head.api_version.as_str(), head.kind.as_str()) {
+        ("networking.k8s.io/v1", "IngressClass") => {
+            // Cluster-scoped: a namespace written by mistake is dropped.
+            let mut class: IngressClass = typed(head, mapping, &source)?;
+            class.metadata.namespace = None;
+            Object::IngressClass(class)
+        }
+        ("networking.k8s.io/v1", "Ingress") => {
+            let mut o: Ingress = typed(head, mapping, &source)?;
+            o.metadata = namespaced(o.metadata);
+            Object::Ingress(o)
+        }
+        ("v1", "Service") => {
+            let mut o: Service = typed(head, mapping, &source)?;
+            o.metadata = namespaced(o.metadata);
+            Object::Service(o)
+        }
+        ("v1", "Secret") => {
+            let mut o: Secret = typed(head, mapping, &source)?;
+            o.metadata = namespaced(o.metadata);
+            merge_string_data(&mut o);
+            Object::Secret(o)
+        }
+        ("v1", "ConfigMap") => {
+            let mut o: ConfigMap = typed(head, mapping, &source)?;
+            o.metadata = namespaced(o.metadata);
+            Object::ConfigMap(o)
+        }
+        ("discovery.k8s.io/v1", "EndpointSlice") => {
+            let mut o: EndpointSlice = typed(head, mapping, &source)?;
+            o.metadata = namespaced(o.metadata);
+            Object::EndpointSlice(o)
+        }
+        ("portico.dev/v1alpha1", "IngressPolicy") => {
+            let mut o: IngressPolicy = typed(head, mapping, &source)?;
+            o.metadata = namespaced(o.metadata);
+            Object::IngressPolicy(o)
+        }
+        (api_version, kind) => {
+            return Err(format!(
+                "{kind} {}: unsupported kind {kind} in apiVersion {api_version}",
+                head.name
+            ));
+        }
+    };
+    Ok(object)
+}
+
+/// Decodes `mapping` as `T`. The first try works on the parsed value; only when it fails is the
+/// source decoded again, to get an error that names the failing field.
+fn typed<T: DeserializeOwned>(
+    head: &Head,
+    mapping: &Mapping,
+    source: &Source<'_>,
+) -> Result<T, String> {
+    // Items of a typed list may lack apiVersion and kind, which k8s-openapi insists on.
+    let mut owned;
+    let mut mapping = mapping;
+    if mapping.get("apiVersion").is_none() || mapping.get("kind").is_none() {
+        owned = mapping.clone();
+        owned.insert("apiVersion".into(), head.api_version.clone().into());
+        owned.insert("kind".into(), head.kind.clone().into());
+        mapping = &owned;
+    }
+    let err = match serde_yaml_ng::from_value::<T>(Value::Mapping(mapping.clone())) {
+        Ok(object) => return Ok(object),
+        Err(err) => err,
+    };
+    let detailed = match source {
+        Source::Document(text) => serde_yaml_ng::from_str::<T>(text)
+            .err()
+            .map(|e| e.to_string()),
+        Source::ListItem => serde_yaml_ng::to_string(mapping)
+            .ok()
+            .and_then(|text| serde_yaml_ng::from_str::<T>(&text).err())
+            .map(without_location),
+    };
+    let message = detailed.unwrap_or_else(|| err.to_string());
+    Err(format!("{} {}: {message}", head.kind, head.name))
+}
+
+/// The error's message without its " at line L column C": the lines of a re-serialised list
+/// item are not the lines of the file.
+fn without_location(err: serde_yaml_ng::Error) -> String {
+    let message = err.to_string();
+    match err.location() {
+        Some(at) => {
+            let suffix = format!(" at line {} column {}", at.line(), at.column());
+            message
+                .strip_suffix(&suffix)
+                .map_or_else(|| message.clone(), str::to_owned)
+        }
+        None => message,
+    }
+}
+
+/// Merges `stringData` into `data` (a `stringData` key wins), as the API server does on write.
+fn merge_string_data(secret: &mut Secret) {
+    if let Some(string_data) = secret.string_data.take() {
+        let data = secret.data.get_or_insert_with(Default::default);
+        for (key, value) in string_data {
+            data.insert(key, ByteString(value.into_bytes()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Parsed {
+        parse_manifests(text, "default")
+    }
+
+    fn messages(parsed: &Parsed) -> Vec<(usize, &str)> {
+        parsed
+            .problems
+            .iter()
+            .map(|p| (p.document, p.message.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn reads_every_supported_kind() {
+        let parsed = parse(
+            r#"
+apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata: {name: portico}
+spec: {controller: portico.dev/ingress-controller}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: web}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: tls}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: cm}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-abc}
+addressType: IPv4
+endpoints: []
+---
+apiVersion: portico.dev/v1alpha1
+kind: IngressPolicy
+metadata: {name: p}
+spec: {}
+"#,
+        );
+        assert_eq!(messages(&parsed), vec![]);
+        let kinds: Vec<_> = parsed
+            .objects
+            .iter()
+            .map(|o| match o {
+                Object::IngressClass(o) => ("IngressClass", o.metadata.namespace.clone()),
+                Object::Ingress(o) => ("Ingress", o.metadata.namespace.clone()),
+                Object::Service(o) => ("Service", o.metadata.namespace.clone()),
+                Object::EndpointSlice(o) => ("EndpointSlice", o.metadata.namespace.clone()),
+                Object::Secret(o) => ("Secret", o.metadata.namespace.clone()),
+                Object::ConfigMap(o) => ("ConfigMap", o.metadata.namespace.clone()),
+                Object::IngressPolicy(o) => ("IngressPolicy", o.metadata.namespace.clone()),
+            })
+            .collect();
+        let default = Some("default".to_owned());
+        assert_eq!(
+            kinds,
+            vec![
+                ("IngressClass", None),
+                ("Ingress", default.clone()),
+                ("Service", Some("shop".to_owned())),
+                ("Secret", default.clone()),
+                ("ConfigMap", default.clone()),
+                ("EndpointSlice", default.clone()),
+                ("IngressPolicy", default),
+            ]
+        );
+    }
+
+    #[test]
+    fn json_is_yaml() {
+        let parsed = parse(
+            r#"{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"}, "spec": {"ports": [{"port": 80}]}}"#,
+        );
+        assert_eq!(messages(&parsed), vec![]);
+        assert!(matches!(&parsed.objects[..], [Object::Service(_)]));
+    }
+
+    #[test]
+    fn empty_documents_are_skipped_silently_but_counted() {
+        let parsed = parse(
+            "# leading comment\n---\n---\n# only a comment\n---\napiVersion: v1\nkind: Nope\n---\n",
+        );
+        // Documents: 1 empty, 2 comment, 3 the unknown kind, 4 empty.
+        assert_eq!(
+            messages(&parsed),
+            vec![(3, "Nope (unnamed): unsupported kind Nope in apiVersion v1")]
+        );
+        assert!(parse("").problems.is_empty());
+        assert!(parse("---\n...\n").problems.is_empty());
+    }
+
+    #[test]
+    fn unknown_kinds_and_missing_type_fields_are_problems() {
+        let parsed = parse(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d, namespace: x}\n---\n\
+             kind: Service\nmetadata: {name: a}\n---\napiVersion: v1\nmetadata: {name: b}\n---\n\
+             metadata: {name: c}\n---\napiVersion: extensions/v1beta1\nkind: Ingress\nmetadata: {name: old}\n",
+        );
+        assert_eq!(
+            messages(&parsed),
+            vec![
+                (
+                    1,
+                    "Deployment x/d: unsupported kind Deployment in apiVersion apps/v1"
+                ),
+                (2, "Service a: missing apiVersion"),
+                (3, "b: missing kind"),
+                (4, "c: missing apiVersion and kind"),
+                (
+                    5,
+                    "Ingress old: unsupported kind Ingress in apiVersion extensions/v1beta1"
+                ),
+            ]
+        );
+        assert!(parsed.objects.is_empty());
+    }
+
+    #[test]
+    fn non_mapping_documents_are_problems() {
+        let parsed = parse("- a\n- b\n---\njust a string\n---\n42\n");
+        assert_eq!(
+            messages(&parsed),
+            vec![
+                (
+                    1,
+                    "a document must be a mapping (an object), not a sequence"
+                ),
+                (2, "a document must be a mapping (an object), not a string"),
+                (3, "a document must be a mapping (an object), not a number"),
+            ]
+        );
+    }
+
+    #[test]
+    fn syntax_errors_do_not_hide_later_documents() {
+        let parsed = parse(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: [\n---\napiVersion: v1\nkind: Service\nmetadata: {name: ok}\n",
+        );
+        assert_eq!(parsed.problems.len(), 1);
+        assert_eq!(parsed.problems[0].document, 1);
+        assert!(
+            parsed.problems[0].message.starts_with("invalid YAML: "),
+            "{}",
+            parsed.problems[0].message
+        );
+        assert_eq!(parsed.objects.len(), 1);
+    }
+
+    #[test]
+    fn decode_errors_name_the_object_and_the_field() {
+        let parsed = parse(
+            r#"apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: web, namespace: shop}
+spec:
+  rules:
+  - host: a.example.com
+    http:
+      paths:
+      - path: /
+        pathType: Prefix
+        backend:
+          service: {name: web, port: {number: eighty}}
+"#,
+        );
+        assert_eq!(parsed.problems.len(), 1, "{:?}", parsed.problems);
+        let message = &parsed.problems[0].message;
+        assert!(message.starts_with("Ingress shop/web: "), "{message}");
+        assert!(
+            message.contains("spec.rules[0].http.paths[0].backend.service.port.number"),
+            "{message}"
+        );
+        assert!(message.contains("line 12"), "{message}");
+    }
+
+    #[test]
+    fn lists_are_expanded_and_typed_lists_lend_their_kind() {
+        let parsed = parse(
+            r#"apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: Service
+  metadata: {name: a}
+- apiVersion: v1
+  kind: Service
+  metadata: {name: b}
+  spec: {ports: [{port: "x"}]}
+- 7
+---
+apiVersion: v1
+kind: ServiceList
+items:
+- metadata: {name: c, namespace: other}
+"#,
+        );
+        let names: Vec<_> = parsed
+            .objects
+            .iter()
+            .map(|o| match o {
+                Object::Service(s) => s.metadata.name.clone().unwrap(),
+                _ => panic!("not a service"),
+            })
+            .collect();
+        assert_eq!(names, ["a", "c"]);
+        assert_eq!(
+            messages(&parsed),
+            vec![
+                (
+                    1,
+                    "List: items[1]: Service b: spec.ports[0].port: invalid type: string \"x\", expected i32"
+                ),
+                (
+                    1,
+                    "List: items[2]: an item must be a mapping (an object), not a number"
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn secret_string_data_is_merged_into_data() {
+        let parsed = parse(
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ndata: {a: YWFh, b: YmJi}\nstringData: {b: new, c: see}\n",
+        );
+        let Object::Secret(secret) = &parsed.objects[0] else {
+            panic!("not a secret")
+        };
+        assert_eq!(secret.string_data, None);
+        let data: Vec<_> = secret
+            .data
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.as_str(), String::from_utf8(v.0.clone()).unwrap()))
+            .collect();
+        assert_eq!(
+            data,
+            [
+                ("a", "aaa".to_owned()),
+                ("b", "new".to_owned()),
+                ("c", "see".to_owned())
+            ]
+        );
+    }
+
+    #[test]
+    fn namespace_of_ingress_class_is_dropped() {
+        let parsed = parse(
+            "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {name: c, namespace: oops}\n",
+        );
+        let Object::IngressClass(class) = &parsed.objects[0] else {
+            panic!("not a class")
+        };
+        assert_eq!(class.metadata.namespace, None);
+    }
+
+    /// A small xorshift generator: deterministic, no dependency.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    #[test]
+    fn never_panics_on_random_or_truncated_input() {
+        let seed = r#"apiVersion: v1
+kind: List
+items:
+- apiVersion: networking.k8s.io/v1
+  kind: Ingress
+  metadata: {name: web, annotations: {kubernetes.io/ingress.class: portico}}
+  spec:
+    tls: [{hosts: [a.example.com], secretName: tls}]
+    rules:
+    - host: a.example.com
+      http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: web, port: {name: http}}}}]}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: tls}
+type: kubernetes.io/tls
+data: {tls.crt: LS0tLS1CRUdJTg==, tls.key: LS0t}
+stringData: {x: y}
+---
+{"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "metadata": {"name": "e", "labels": {"kubernetes.io/service-name": "web"}}, "addressType": "IPv4", "endpoints": [{"addresses": ["10.0.0.1"], "conditions": {"ready": true}}], "ports": [{"name": "http", "port": 8080}]}
+"#;
+        let alphabet: &[u8] = b"abcdkind: apiVersion-[]{}\"',\n\t #&*!|>%@`\\\x00\xff---";
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        for round in 0..3000 {
+            let mut bytes = seed.as_bytes().to_vec();
+            match round % 3 {
+                // Truncate anywhere.
+                0 => bytes.truncate(rng.below(bytes.len() + 1)),
+                // Flip a few bytes to characters YAML cares about.
+                1 => {
+                    for _ in 0..1 + rng.below(8) {
+                        let at = rng.below(bytes.len());
+                        bytes[at] = alphabet[rng.below(alphabet.len())];
+                    }
+                }
+                // Pure noise.
+                _ => {
+                    bytes = (0..rng.below(200))
+                        .map(|_| alphabet[rng.below(alphabet.len())])
+                        .collect();
+                }
+            }
+            let text = String::from_utf8_lossy(&bytes);
+            let parsed = parse(&text);
+            for problem in &parsed.problems {
+                assert!(problem.document >= 1, "{problem:?}");
+            }
+        }
+    }
 }
