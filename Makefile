@@ -1,7 +1,7 @@
 # Portico: the two commands a newcomer needs are `make run` and `make test`.
 CARGO ?= cargo
 
-.PHONY: run test lint fmt crds bench help
+.PHONY: run test e2e lint fmt crds bench help
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -11,6 +11,12 @@ run: ## standalone proxy on config/samples/standalone with two sample backends; 
 
 test: ## every test of the workspace (unit, golden, real-socket integration); fails if config/crd is stale
 	$(CARGO) test --workspace --locked
+	@if [ -n "$$KUBECONFIG" ]; then $(MAKE) --no-print-directory e2e; \
+	else echo "e2e: SKIPPED, KUBECONFIG is not set (the cluster tests above are listed as ignored)"; fi
+
+e2e: ## end-to-end tests against the cluster KUBECONFIG points at
+	@test -n "$$KUBECONFIG" || { echo "e2e: KUBECONFIG is not set" >&2; exit 1; }
+	$(CARGO) test -p portico-e2e --locked -- --ignored --test-threads 1
 
 lint: ## rustfmt check and clippy with warnings denied
 	$(CARGO) fmt --all --check
