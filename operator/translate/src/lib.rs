@@ -8,11 +8,15 @@
 //! operator (watches feed the [`Index`]) and the tests. It performs no I/O: its Cargo.toml has no
 //! tokio and no kube client, and [`translate`] is deterministic.
 
+mod backend;
+mod class;
+mod host;
 mod index;
 mod ingress;
 mod output;
 mod parse;
 mod policy;
+mod tls;
 
 pub use index::{Index, Object, ObjectKey};
 pub use output::{IngressReport, Output, Warning};

@@ -1,0 +1,328 @@
+//! Ingress backends into snapshot backends: Service port, protocol, load balancer and ready
+//! endpoints.
+//!
+//! A backend is resolved once per `(namespace, service, port)` and cached, so translating many
+//! Ingresses that share a Service costs one lookup each. EndpointSlices are indexed once by
+//! `(namespace, kubernetes.io/service-name)`: nothing scans every slice per Ingress.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1::{Service, ServicePort};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::IngressBackend;
+use portico_api::{AppProtocol, Backend, Endpoint, LoadBalancer, ServiceRef};
+
+use crate::{Index, ObjectKey, Warning};
+
+/// Label an EndpointSlice carries naming its Service.
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+/// Service annotation choosing the load balancer of its backends.
+pub(crate) const LOAD_BALANCER_ANNOTATION: &str = "portico.dev/load-balancer";
+
+/// The port of an Ingress service backend, as written.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum PortRef {
+    Number(i32),
+    Name(String),
+}
+
+impl std::fmt::Display for PortRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Number(n) => write!(f, "{n}"),
+            Self::Name(name) => f.write_str(name),
+        }
+    }
+}
+
+/// A resolved backend reference.
+#[derive(Debug, Clone)]
+pub(crate) struct Resolved {
+    /// `namespace/service:port`: the Service port number, or the port as written when it
+    /// could not be resolved.
+    pub(crate) id: String,
+    /// `None` when the Service or its port is missing or unsupported: routes to `id` answer 503.
+    pub(crate) backend: Option<Backend>,
+    /// Problems, reported on every Ingress that uses this backend.
+    pub(crate) warnings: Vec<Warning>,
+}
+
+/// Resolves backends against one index.
+#[derive(Debug)]
+pub(crate) struct Backends<'a> {
+    index: &'a Index,
+    slices: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
+    cache: HashMap<(String, String, PortRef), Resolved>,
+}
+
+impl<'a> Backends<'a> {
+    pub(crate) fn new(index: &'a Index) -> Self {
+        let mut slices: HashMap<_, Vec<_>> = HashMap::new();
+        // The index iterates by key, so each service's slices stay in a stable order.
+        for (key, slice) in &index.endpoint_slices {
+            if let Some(service) = slice
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(SERVICE_NAME_LABEL))
+            {
+                slices
+                    .entry((key.namespace.as_str(), service.as_str()))
+                    .or_default()
+                    .push(slice);
+            }
+        }
+        Self {
+            index,
+            slices,
+            cache: HashMap::new(),
+        }
+    }
+
+    /// Resolves `backend` of an Ingress in `namespace`. `Err` means the path cannot be served
+    /// at all and is skipped (a `resource` backend, or no Service port given).
+    pub(crate) fn resolve(
+        &mut self,
+        namespace: &str,
+        backend: &IngressBackend,
+    ) -> Result<&Resolved, Warning> {
+        let service = match (&backend.service, &backend.resource) {
+            (Some(service), _) => service,
+            (None, Some(resource)) => {
+                return Err(Warning::new(
+                    "UnsupportedBackend",
+                    format!(
+                        "resource backend {} {:?} is not supported, only Service backends; path skipped",
+                        resource.kind, resource.name
+                    ),
+                ));
+            }
+            (None, None) => {
+                return Err(Warning::new(
+                    "InvalidBackend",
+                    "backend names neither a Service nor a resource; path skipped",
+                ));
+            }
+        };
+        let port = service
+            .port
+            .as_ref()
+            .and_then(|p| match (&p.number, &p.name) {
+                (Some(n), _) => Some(PortRef::Number(*n)),
+                (None, Some(name)) if !name.is_empty() => Some(PortRef::Name(name.clone())),
+                _ => None,
+            });
+        let (Some(port), false) = (port, service.name.is_empty()) else {
+            return Err(Warning::new(
+                "InvalidBackend",
+                format!(
+                    "Service backend {:?} needs a name and a port number or name; path skipped",
+                    service.name
+                ),
+            ));
+        };
+        let key = (namespace.to_owned(), service.name.clone(), port);
+        if !self.cache.contains_key(&key) {
+            let resolved = self.resolve_uncached(&key.0, &key.1, &key.2);
+            self.cache.insert(key.clone(), resolved);
+        }
+        Ok(&self.cache[&key])
+    }
+
+    fn resolve_uncached(&self, namespace: &str, name: &str, port: &PortRef) -> Resolved {
+        let unresolved = |reason: &str, message: String| Resolved {
+            id: format!("{namespace}/{name}:{port}"),
+            backend: None,
+            warnings: vec![Warning::new(reason, message)],
+        };
+        // Never looked up in another namespace: an Ingress can only reach its own Services.
+        let Some(service) = self.index.services.get(&ObjectKey::new(namespace, name)) else {
+            return unresolved(
+                "ServiceNotFound",
+                format!("Service {namespace}/{name} not found; its routes answer 503"),
+            );
+        };
+        let spec = service.spec.as_ref();
+        if spec.and_then(|s| s.type_.as_deref()) == Some("ExternalName") {
+            return unresolved(
+                "UnsupportedServiceType",
+                format!(
+                    "Service {namespace}/{name} is of type ExternalName, which Portico does not support; its routes answer 503"
+                ),
+            );
+        }
+        let service_port = spec
+            .and_then(|s| s.ports.as_deref())
+            .unwrap_or_default()
+            .iter()
+            .find(|p| match port {
+                PortRef::Number(n) => p.port == *n,
+                PortRef::Name(wanted) => p.name.as_deref() == Some(wanted.as_str()),
+            });
+        let Some((service_port, number)) =
+            service_port.and_then(|p| Some((p, u16::try_from(p.port).ok()?)))
+        else {
+            return unresolved(
+                "ServicePortNotFound",
+                format!("Service {namespace}/{name} has no port {port}; its routes answer 503"),
+            );
+        };
+        let mut warnings = Vec::new();
+        let load_balancer = load_balancer(service, &mut warnings);
+        let endpoints = self.endpoints(namespace, name, service_port, &mut warnings);
+        Resolved {
+            id: format!("{namespace}/{name}:{number}"),
+            backend: Some(Backend {
+                service: ServiceRef {
+                    namespace: namespace.to_owned(),
+                    name: name.to_owned(),
+                    port: number,
+                },
+                protocol: protocol(service_port),
+                load_balancer,
+                endpoints,
+            }),
+            warnings,
+        }
+    }
+
+    /// Ready endpoints of one Service port, deduplicated and sorted.
+    ///
+    /// EndpointSlice ports carry the Service port's name (`""` or absent for a single unnamed
+    /// port), not its number, so that is what they are matched on. An endpoint is ready when
+    /// `conditions.ready` is true or unset: the API defines nil as ready.
+    fn endpoints(
+        &self,
+        namespace: &str,
+        name: &str,
+        service_port: &ServicePort,
+        warnings: &mut Vec<Warning>,
+    ) -> Vec<Endpoint> {
+        let port_name = service_port.name.as_deref().unwrap_or("");
+        let mut endpoints = BTreeSet::new();
+        let slices = self
+            .slices
+            .get(&(namespace, name))
+            .map_or(&[][..], Vec::as_slice);
+        for slice in slices {
+            let ipv4 = match slice.address_type.as_str() {
+                "IPv4" => true,
+                "IPv6" => false,
+                other => {
+                    warnings.push(Warning::new(
+                        "UnsupportedAddressType",
+                        format!(
+                            "EndpointSlice {namespace}/{} of Service {name} has addressType {other}, which Portico does not support; its endpoints are ignored",
+                            slice.metadata.name.as_deref().unwrap_or("")
+                        ),
+                    ));
+                    continue;
+                }
+            };
+            let Some(port) = slice
+                .ports
+                .as_deref()
+                .unwrap_or_default()
+                .iter()
+                .find(|p| p.name.as_deref().unwrap_or("") == port_name)
+                .and_then(|p| p.port)
+                .and_then(|p| u16::try_from(p).ok())
+            else {
+                continue;
+            };
+            for endpoint in &slice.endpoints {
+                if endpoint.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
+                    continue;
+                }
+                for address in &endpoint.addresses {
+                    // The API server validates addresses; one that does not parse, or is of the
+                    // other family, is ignored rather than trusted.
+                    match address.parse::<IpAddr>() {
+                        Ok(ip) if ip.is_ipv4() == ipv4 => {
+                            endpoints.insert(Endpoint { address: ip, port });
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        endpoints.into_iter().collect()
+    }
+}
+
+/// The upstream protocol of a Service port: `appProtocol` when set, else the port's name.
+fn protocol(port: &ServicePort) -> AppProtocol {
+    match port.app_protocol.as_deref() {
+        Some("kubernetes.io/h2c") => AppProtocol::H2c,
+        Some("https") => AppProtocol::Https,
+        Some(_) => AppProtocol::Http1,
+        None => match port.name.as_deref() {
+            Some("https") => AppProtocol::Https,
+            Some("h2c" | "grpc") => AppProtocol::H2c,
+            _ => AppProtocol::Http1,
+        },
+    }
+}
+
+fn load_balancer(service: &Service, warnings: &mut Vec<Warning>) -> LoadBalancer {
+    let value = service
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(LOAD_BALANCER_ANNOTATION));
+    match value.map(String::as_str) {
+        None | Some("round-robin") => LoadBalancer::RoundRobin,
+        Some("least-request") => LoadBalancer::LeastRequest,
+        Some(other) => {
+            warnings.push(Warning::new(
+                "InvalidAnnotation",
+                format!(
+                    "Service {}/{} annotation {LOAD_BALANCER_ANNOTATION}: {other:?} is neither round-robin nor least-request; round-robin is used",
+                    service.metadata.namespace.as_deref().unwrap_or(""),
+                    service.metadata.name.as_deref().unwrap_or("")
+                ),
+            ));
+            LoadBalancer::RoundRobin
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn port(name: Option<&str>, app_protocol: Option<&str>) -> ServicePort {
+        ServicePort {
+            name: name.map(str::to_owned),
+            app_protocol: app_protocol.map(str::to_owned),
+            port: 80,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn protocol_from_app_protocol_then_name() {
+        let cases = [
+            (None, None, AppProtocol::Http1),
+            (None, Some("kubernetes.io/h2c"), AppProtocol::H2c),
+            (None, Some("https"), AppProtocol::Https),
+            (None, Some("http"), AppProtocol::Http1),
+            (None, Some("kubernetes.io/ws"), AppProtocol::Http1),
+            (Some("https"), None, AppProtocol::Https),
+            (Some("h2c"), None, AppProtocol::H2c),
+            (Some("grpc"), None, AppProtocol::H2c),
+            (Some("http"), None, AppProtocol::Http1),
+            // appProtocol, when set, wins over the name.
+            (Some("https"), Some("http"), AppProtocol::Http1),
+            (Some("grpc"), Some("https"), AppProtocol::Https),
+        ];
+        for (name, app_protocol, want) in cases {
+            assert_eq!(
+                protocol(&port(name, app_protocol)),
+                want,
+                "{name:?} {app_protocol:?}"
+            );
+        }
+    }
+}
