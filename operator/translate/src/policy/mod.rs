@@ -1,15 +1,838 @@
 //! IngressPolicy resolution: targets, precedence per block, reference resolution, status.
+//!
+//! Runs after Ingress translation, over the routes it produced. For every route (the default
+//! route included) and every block, the first policy in this order that sets the block wins:
+//!
+//! 1. `overrides` of policies in the platform namespace targeting the route's IngressClass,
+//!    oldest first (`creationTimestamp`, then namespace/name);
+//! 2. `defaults`, most specific first: a path target, then an Ingress target, then an
+//!    IngressClass target; at one level a targetRef before a targetSelector, then the oldest,
+//!    then namespace/name.
+//!
+//! A winning block with `disabled: true` leaves the route without that block, so a more
+//! specific default can drop an inherited default; overrides always come first, so they cannot
+//! be dropped that way.
+//!
+//! Decisions:
+//! - `defaults` on an IngressClass from the platform namespace apply to every Ingress of the
+//!   class; from any other namespace they apply only to Ingresses of the class in the policy's
+//!   own namespace, so that one tenant cannot set defaults for another.
+//! - `overrides` are honoured only from the platform namespace; a policy elsewhere that sets
+//!   them is not accepted at all (`Accepted: False, Invalid`), so nothing half-applies.
+//! - A path target names the Ingress rule host (`""` for rules without a host, compared
+//!   case-insensitively) and the path as written; `pathType`, when set, must match too.
+//! - A policy that is not accepted (semantic errors) applies nowhere; a policy with some
+//!   missing targets still applies to the targets that exist.
+//! - Unresolved references fail closed (see [`convert`]).
+//! - The client CA of `clientCertificate` is per host: it is set on the host's SNI entry (an
+//!   exact entry is created from a covering wildcard when needed). A host without TLS cannot
+//!   verify certificates; this is reported and its routes that require one refuse requests.
+//!   When two policies give one host different CAs, the first route's (in host, path order)
+//!   wins and the other policy reports it.
+//! - In standalone mode nothing acknowledges a snapshot, so applied means `Programmed`.
 
-use std::collections::BTreeMap;
+mod convert;
 
-use portico_crds::IngressPolicyStatus;
+use std::collections::{BTreeMap, BTreeSet};
 
-use crate::{Index, Options, Output};
+use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use portico_api::{ClientCa, Route, RoutePolicy, Snapshot, SniHost};
+use portico_crds::conditions::{self as cond, accepted, programmed, resolved_refs};
+use portico_crds::{
+    AncestorRef, IngressPolicy, IngressPolicyStatus, LabelOperator, PolicyAncestorStatus,
+    PolicyCondition, PolicyTargetSelector, TargetKind,
+};
+
+use crate::backend::Backends;
+use crate::{CONTROLLER_NAME, Index, ObjectKey, Options, Output};
+use convert::{Block, Converted, Converter, Problems, Value};
+
+const GROUP: &str = "networking.k8s.io";
+const MAX_ANCESTORS: usize = 16;
+
+/// Where a policy attaches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Attach {
+    Class(String),
+    Ingress {
+        ingress: ObjectKey,
+        selector: bool,
+    },
+    Path {
+        ingress: ObjectKey,
+        host: String,
+        path: String,
+        path_type: Option<String>,
+    },
+}
+
+/// Precedence level of a default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Level {
+    // Declared most specific first, so that sorting puts it first.
+    Path,
+    Ingress,
+    Class,
+}
+
+/// One policy's claim on one route. Sorts winner first.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Rank<'i> {
+    /// Overrides (`false`) before defaults (`true`).
+    default: bool,
+    level: Level,
+    selector: bool,
+    created: Option<&'i Time>,
+    key: &'i ObjectKey,
+}
+
+impl Rank<'_> {
+    fn same_level(&self, other: &Rank<'_>) -> bool {
+        self.default == other.default
+            && self.level == other.level
+            && self.selector == other.selector
+    }
+
+    fn describe(&self) -> &'static str {
+        match (self.default, self.level) {
+            (false, _) => "override",
+            (true, Level::Path) => "path default",
+            (true, Level::Ingress) if self.selector => "Ingress default by selector",
+            (true, Level::Ingress) => "Ingress default",
+            (true, Level::Class) => "IngressClass default",
+        }
+    }
+}
+
+/// What happened to one policy at one ancestor.
+#[derive(Debug, Default)]
+struct Ancestor {
+    aref: AncestorRef,
+    missing: Vec<String>,
+    routes: BTreeSet<String>,
+    won: BTreeSet<Block>,
+    /// Block to the policies that won it (`namespace/name (kind)`), and whether every one of
+    /// them was at the same level.
+    lost: BTreeMap<Block, (BTreeSet<String>, bool)>,
+    problems: BTreeSet<String>,
+}
+
+/// One IngressPolicy being resolved.
+#[derive(Debug)]
+struct State<'i> {
+    key: &'i ObjectKey,
+    policy: &'i IngressPolicy,
+    problems: Problems,
+    defaults: Option<Converted>,
+    overrides: Option<Converted>,
+    attachments: Vec<(Attach, usize)>,
+    ancestors: Vec<Ancestor>,
+}
+
+impl State<'_> {
+    fn accepted(&self) -> bool {
+        self.problems.invalid.is_empty()
+    }
+
+    fn ancestor(&mut self, aref: AncestorRef) -> usize {
+        if let Some(i) = self.ancestors.iter().position(|a| a.aref == aref) {
+            return i;
+        }
+        self.ancestors.push(Ancestor {
+            aref,
+            ..Ancestor::default()
+        });
+        self.ancestors.len() - 1
+    }
+}
 
 pub(crate) fn resolve(
-    _index: &Index,
-    _options: &Options,
-    _out: &mut Output,
+    index: &Index,
+    options: &Options,
+    out: &mut Output,
 ) -> BTreeMap<String, IngressPolicyStatus> {
-    BTreeMap::new()
+    let mut backends = Backends::new(index);
+    let served = served_classes(index, options, out);
+    let paths = served_paths(out);
+    let platform = options.platform_namespace.as_deref();
+
+    let mut states: Vec<State<'_>> = index
+        .policies
+        .iter()
+        .map(|(key, policy)| {
+            let mut state = State {
+                key,
+                policy,
+                problems: Problems::default(),
+                defaults: None,
+                overrides: None,
+                attachments: Vec::new(),
+                ancestors: Vec::new(),
+            };
+            prepare(
+                &mut state,
+                index,
+                &mut backends,
+                platform,
+                &served,
+                &paths,
+                out,
+            );
+            state
+        })
+        .collect();
+
+    apply_to_routes(&mut states, platform, out);
+    statuses(&states)
 }
+
+/// The classes whose IngressClass this translation serves.
+fn served_classes(index: &Index, options: &Options, out: &Output) -> BTreeSet<String> {
+    let mut served: BTreeSet<String> = index
+        .ingress_classes
+        .iter()
+        .filter(|(_, c)| {
+            c.spec.as_ref().and_then(|s| s.controller.as_deref()) == Some(CONTROLLER_NAME)
+        })
+        .map(|(name, _)| name.clone())
+        .collect();
+    served.extend(out.ingresses.values().map(|r| r.class.clone()));
+    if let Some(only) = &options.only_class {
+        served.retain(|c| c == only);
+    }
+    served
+}
+
+/// `(namespace, ingress, lower-case host, path, pathType)` of every route.
+type PathId = (String, String, String, String, String);
+
+fn served_paths(out: &Output) -> BTreeSet<PathId> {
+    out.snapshots
+        .values()
+        .flat_map(|s| s.hosts.iter().flat_map(|h| h.routes.iter()))
+        .map(|r| {
+            let s = &r.source;
+            (
+                s.namespace.clone(),
+                s.ingress.clone(),
+                s.host.to_ascii_lowercase(),
+                s.path.clone(),
+                s.path_type.clone(),
+            )
+        })
+        .collect()
+}
+
+/// Validates a policy, converts its bodies and resolves its targets into attachments.
+fn prepare<'i>(
+    state: &mut State<'i>,
+    index: &'i Index,
+    backends: &mut Backends<'i>,
+    platform: Option<&str>,
+    served: &BTreeSet<String>,
+    paths: &BTreeSet<PathId>,
+    out: &Output,
+) {
+    let policy: &'i IngressPolicy = state.policy;
+    let key: &'i ObjectKey = state.key;
+    let spec = &policy.spec;
+    let ns = key.namespace.as_str();
+
+    // Rules the API server enforces by CEL, repeated for standalone mode.
+    if spec.target_refs.is_empty() && spec.target_selectors.is_empty() {
+        state
+            .problems
+            .invalid
+            .push("at least one target is required: set targetRefs or targetSelectors".into());
+    }
+    if spec.defaults.is_none() && spec.overrides.is_none() {
+        state
+            .problems
+            .invalid
+            .push("set defaults, overrides, or both".into());
+    }
+    if spec.overrides.is_some() {
+        let only_classes = spec.target_selectors.is_empty()
+            && spec
+                .target_refs
+                .iter()
+                .all(|r| r.kind == TargetKind::IngressClass);
+        if !only_classes {
+            state.problems.invalid.push(
+                "overrides are only allowed when every targetRef is an IngressClass and there are no targetSelectors".into(),
+            );
+        }
+        if platform != Some(ns) {
+            state.problems.invalid.push(match platform {
+                Some(p) => format!(
+                    "overrides are only honoured from the platform namespace {p}; this policy is in {ns}: move it there or use defaults"
+                ),
+                None => "overrides are disabled: no platform namespace is configured; use defaults".to_owned(),
+            });
+        }
+    }
+    for r in &spec.target_refs {
+        if r.kind == TargetKind::IngressClass && (r.host.is_some() || r.path.is_some()) {
+            state.problems.invalid.push(format!(
+                "targetRef IngressClass {}: host and path are only allowed on targets of kind Ingress",
+                r.name
+            ));
+        }
+        if r.path.is_some() != r.host.is_some() {
+            state.problems.invalid.push(format!(
+                "targetRef Ingress {}: a path target needs both host and path",
+                r.name
+            ));
+        }
+    }
+
+    for (part, body, slot) in [
+        ("defaults", spec.defaults.as_ref(), &mut state.defaults),
+        ("overrides", spec.overrides.as_ref(), &mut state.overrides),
+    ] {
+        if let Some(body) = body {
+            let mut converter = Converter {
+                index,
+                backends,
+                namespace: ns,
+                name: &key.name,
+                part,
+                problems: &mut state.problems,
+            };
+            *slot = Some(converter.convert(body));
+        }
+    }
+    state.problems.refs.sort();
+    state.problems.refs.dedup();
+
+    // Targets.
+    for r in &spec.target_refs {
+        match r.kind {
+            TargetKind::IngressClass => {
+                let i = state.ancestor(AncestorRef {
+                    group: GROUP.into(),
+                    kind: "IngressClass".into(),
+                    namespace: None,
+                    name: r.name.clone(),
+                });
+                if served.contains(&r.name) {
+                    state.attachments.push((Attach::Class(r.name.clone()), i));
+                } else {
+                    let why = match index.ingress_classes.get(&r.name) {
+                        None => format!("IngressClass {} not found", r.name),
+                        Some(_) => format!("IngressClass {} is not managed by portico", r.name),
+                    };
+                    state.ancestors[i].missing.push(why);
+                }
+            }
+            TargetKind::Ingress => {
+                let ingress = ObjectKey::new(ns, &r.name);
+                let i = state.ancestor(ingress_ref(&ingress));
+                if let Some(why) = ingress_missing(index, out, &ingress) {
+                    state.ancestors[i].missing.push(why);
+                    continue;
+                }
+                match (&r.host, &r.path) {
+                    (Some(host), Some(path)) => {
+                        let path_type = r.path_type.map(|t| t.as_str().to_owned());
+                        let host = host.to_ascii_lowercase();
+                        let found = paths.iter().any(|(pns, ping, phost, ppath, ptype)| {
+                            *pns == ingress.namespace
+                                && *ping == ingress.name
+                                && *phost == host
+                                && ppath == path
+                                && path_type.as_ref().is_none_or(|t| t == ptype)
+                        });
+                        if found {
+                            state.attachments.push((
+                                Attach::Path {
+                                    ingress,
+                                    host,
+                                    path: path.clone(),
+                                    path_type,
+                                },
+                                i,
+                            ));
+                        } else {
+                            let shown_host = if host.is_empty() {
+                                "(rules without host)"
+                            } else {
+                                host.as_str()
+                            };
+                            let typed = path_type.map(|t| format!(" ({t})")).unwrap_or_default();
+                            state.ancestors[i].missing.push(format!(
+                                "Ingress {ns}/{} has no served path {path}{typed} under host {shown_host}",
+                                r.name
+                            ));
+                        }
+                    }
+                    _ => state.attachments.push((
+                        Attach::Ingress {
+                            ingress,
+                            selector: false,
+                        },
+                        i,
+                    )),
+                }
+            }
+        }
+    }
+    for selector in &spec.target_selectors {
+        for (key, ingress) in index.ingresses.range(ObjectKey::new(ns, "")..) {
+            if key.namespace != ns {
+                break;
+            }
+            if !selects(selector, ingress) || ingress_missing(index, out, key).is_some() {
+                continue;
+            }
+            let i = state.ancestor(ingress_ref(key));
+            state.attachments.push((
+                Attach::Ingress {
+                    ingress: key.clone(),
+                    selector: true,
+                },
+                i,
+            ));
+        }
+    }
+}
+
+fn ingress_ref(key: &ObjectKey) -> AncestorRef {
+    AncestorRef {
+        group: GROUP.into(),
+        kind: "Ingress".into(),
+        namespace: Some(key.namespace.clone()),
+        name: key.name.clone(),
+    }
+}
+
+fn ingress_missing(index: &Index, out: &Output, key: &ObjectKey) -> Option<String> {
+    if !index.ingresses.contains_key(key) {
+        Some(format!("Ingress {key} not found"))
+    } else if !out.ingresses.contains_key(&key.to_string()) {
+        Some(format!("Ingress {key} is not managed by portico"))
+    } else {
+        None
+    }
+}
+
+fn selects(selector: &PolicyTargetSelector, ingress: &Ingress) -> bool {
+    let empty = BTreeMap::new();
+    let labels = ingress.metadata.labels.as_ref().unwrap_or(&empty);
+    // An empty selector selects nothing (the schema rejects it; standalone has no schema).
+    if selector.match_labels.is_empty() && selector.match_expressions.is_empty() {
+        return false;
+    }
+    selector
+        .match_labels
+        .iter()
+        .all(|(k, v)| labels.get(k) == Some(v))
+        && selector.match_expressions.iter().all(|e| {
+            let value = labels.get(&e.key);
+            match e.operator {
+                LabelOperator::In => value.is_some_and(|v| e.values.contains(v)),
+                LabelOperator::NotIn => value.is_none_or(|v| !e.values.contains(v)),
+                LabelOperator::Exists => value.is_some(),
+                LabelOperator::DoesNotExist => value.is_none(),
+            }
+        })
+}
+
+/// A candidate for one route: which policy, through which ancestor, with which rank.
+struct Candidate<'s, 'i> {
+    state: usize,
+    ancestor: usize,
+    rank: Rank<'i>,
+    body: &'s Converted,
+}
+
+fn candidates<'s, 'i>(
+    states: &'s [State<'i>],
+    platform: Option<&str>,
+    class: &str,
+    route: &Route,
+) -> Vec<Candidate<'s, 'i>> {
+    let src = &route.source;
+    let mut found: Vec<Candidate<'s, 'i>> = Vec::new();
+    for (s, state) in states.iter().enumerate() {
+        if !state.accepted() {
+            continue;
+        }
+        let created = state.policy.metadata.creation_timestamp.as_ref();
+        let from_platform = platform == Some(state.key.namespace.as_str());
+        for (attach, ancestor) in &state.attachments {
+            let mut push =
+                |default: bool, level: Level, selector: bool, body: Option<&'s Converted>| {
+                    if let Some(body) = body {
+                        found.push(Candidate {
+                            state: s,
+                            ancestor: *ancestor,
+                            rank: Rank {
+                                default,
+                                level,
+                                selector,
+                                created,
+                                key: state.key,
+                            },
+                            body,
+                        });
+                    }
+                };
+            match attach {
+                Attach::Class(c) if c == class => {
+                    if from_platform {
+                        push(false, Level::Class, false, state.overrides.as_ref());
+                    }
+                    if from_platform || state.key.namespace == src.namespace {
+                        push(true, Level::Class, false, state.defaults.as_ref());
+                    }
+                }
+                Attach::Ingress { ingress, selector }
+                    if ingress.namespace == src.namespace && ingress.name == src.ingress =>
+                {
+                    push(true, Level::Ingress, *selector, state.defaults.as_ref());
+                }
+                Attach::Path {
+                    ingress,
+                    host,
+                    path,
+                    path_type,
+                } if ingress.namespace == src.namespace
+                    && ingress.name == src.ingress
+                    && *host == src.host.to_ascii_lowercase()
+                    && *path == src.path
+                    && path_type.as_ref().is_none_or(|t| *t == src.path_type) =>
+                {
+                    push(true, Level::Path, false, state.defaults.as_ref());
+                }
+                _ => {}
+            }
+        }
+    }
+    found.sort_by(|a, b| a.rank.cmp(&b.rank));
+    // One claim per policy and part: the strongest (a policy may reach a route twice).
+    let mut seen = BTreeSet::new();
+    found.retain(|c| seen.insert((c.state, c.rank.default)));
+    found
+}
+
+/// What one route got, for the passes after precedence.
+struct Applied {
+    /// Winner of `clientCertificate`: its CA, policy and ancestor.
+    client_ca: Option<(Option<String>, usize, usize)>,
+}
+
+fn apply_route(
+    states: &mut [State<'_>],
+    platform: Option<&str>,
+    class: &str,
+    route: &mut Route,
+    snapshot_backends: &mut BTreeMap<String, portico_api::Backend>,
+) -> Applied {
+    let mut applied = Applied { client_ca: None };
+    let mut policy = RoutePolicy::default();
+    // Outcomes are collected first: candidates borrow the states.
+    let mut outcomes: Vec<(usize, usize, Block, Result<(), (String, bool)>)> = Vec::new();
+    let mut touched: Vec<(usize, usize)> = Vec::new();
+    {
+        let found = candidates(states, platform, class, route);
+        for c in &found {
+            touched.push((c.state, c.ancestor));
+        }
+        for block in Block::ALL {
+            let mut setters = found.iter().filter(|c| c.body.blocks.contains_key(&block));
+            let Some(winner) = setters.next() else {
+                continue;
+            };
+            let winner_name = format!("{} ({})", winner.rank.key, winner.rank.describe());
+            outcomes.push((winner.state, winner.ancestor, block, Ok(())));
+            for loser in setters {
+                outcomes.push((
+                    loser.state,
+                    loser.ancestor,
+                    block,
+                    Err((winner_name.clone(), loser.rank.same_level(&winner.rank))),
+                ));
+            }
+            if let Some(value) = &winner.body.blocks[&block] {
+                value.apply(&mut policy, &route.id);
+                policy
+                    .origins
+                    .insert(block.name().to_owned(), winner.rank.key.to_string());
+                match value {
+                    Value::Authentication(_) => {
+                        for (id, backend) in &winner.body.backends {
+                            snapshot_backends
+                                .entry(id.clone())
+                                .or_insert_with(|| backend.clone());
+                        }
+                    }
+                    Value::ClientCertificate(_, ca) => {
+                        applied.client_ca = Some((ca.clone(), winner.state, winner.ancestor));
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    for (s, a) in touched {
+        states[s].ancestors[a].routes.insert(route.id.clone());
+    }
+    for (s, a, block, outcome) in outcomes {
+        let ancestor = &mut states[s].ancestors[a];
+        match outcome {
+            Ok(()) => {
+                ancestor.won.insert(block);
+            }
+            Err((winner, same)) => {
+                let entry = ancestor
+                    .lost
+                    .entry(block)
+                    .or_insert_with(|| (BTreeSet::new(), true));
+                entry.0.insert(winner);
+                entry.1 &= same;
+            }
+        }
+    }
+    route.policy = policy;
+    applied
+}
+
+fn apply_to_routes(states: &mut [State<'_>], platform: Option<&str>, out: &mut Output) {
+    for snapshot in out.snapshots.values_mut() {
+        let Snapshot {
+            hosts,
+            default_route,
+            backends,
+            sni,
+            ..
+        } = snapshot;
+        // host -> (CA, policy, ancestor) of the first route that asks for one.
+        let mut cas: BTreeMap<String, (String, usize, usize)> = BTreeMap::new();
+        for vhost in hosts.iter_mut() {
+            for route in &mut vhost.routes {
+                let Some(class) = class_of(&out.ingresses, route) else {
+                    continue;
+                };
+                let applied = apply_route(states, platform, &class, route, backends);
+                match applied.client_ca {
+                    Some((Some(ca), s, a)) => match cas.get(&vhost.host) {
+                        None => {
+                            cas.insert(vhost.host.clone(), (ca, s, a));
+                        }
+                        Some((held, hs, _)) if *held != ca => {
+                            let holder = states[*hs].key.to_string();
+                            states[s].ancestors[a].problems.insert(format!(
+                                "clientCertificate: host {} already verifies client certificates against the CA of policy {holder}; this policy's CA is not used there",
+                                shown(&vhost.host)
+                            ));
+                        }
+                        Some(_) => {}
+                    },
+                    // An unresolved CA is reported through ResolvedRefs; the route fails closed.
+                    Some((None, _, _)) | None => {}
+                }
+            }
+        }
+        if let Some(route) = default_route.as_mut()
+            && let Some(class) = class_of(&out.ingresses, route)
+        {
+            apply_route(states, platform, &class, route, backends);
+        }
+        for (host, (ca, s, a)) in cas {
+            if let Some(entry) = sni.iter_mut().find(|e| e.host == host) {
+                entry.client_ca = Some(ClientCa { ca_pem: ca });
+                continue;
+            }
+            let wildcard = host
+                .split_once('.')
+                .map(|(_, rest)| format!("*.{rest}"))
+                .and_then(|w| sni.iter().find(|e| e.host == w).cloned());
+            match wildcard {
+                Some(w) if !host.is_empty() && !host.starts_with("*.") => {
+                    sni.push(SniHost {
+                        host,
+                        certificate: w.certificate,
+                        client_ca: Some(ClientCa { ca_pem: ca }),
+                    });
+                    sni.sort_by(|a, b| a.host.cmp(&b.host));
+                }
+                _ => {
+                    states[s].ancestors[a].problems.insert(format!(
+                        "clientCertificate: host {} has no TLS certificate in any Ingress, so client certificates cannot be verified; its routes that require one refuse every request",
+                        shown(&host)
+                    ));
+                }
+            }
+        }
+    }
+}
+
+fn shown(host: &str) -> &str {
+    if host.is_empty() { "(any host)" } else { host }
+}
+
+fn class_of(ingresses: &BTreeMap<String, crate::IngressReport>, route: &Route) -> Option<String> {
+    ingresses
+        .get(&format!(
+            "{}/{}",
+            route.source.namespace, route.source.ingress
+        ))
+        .map(|r| r.class.clone())
+}
+
+fn condition(
+    r#type: &str,
+    ok: bool,
+    reason: &str,
+    message: impl Into<String>,
+    generation: Option<i64>,
+) -> PolicyCondition {
+    PolicyCondition {
+        r#type: r#type.to_owned(),
+        status: if ok { "True" } else { "False" }.to_owned(),
+        reason: reason.to_owned(),
+        message: message.into(),
+        observed_generation: generation,
+        last_transition_time: None,
+    }
+}
+
+fn statuses(states: &[State<'_>]) -> BTreeMap<String, IngressPolicyStatus> {
+    let mut out = BTreeMap::new();
+    for state in states {
+        let generation = state.policy.metadata.generation;
+        let mut ancestors = Vec::new();
+        for a in state.ancestors.iter().take(MAX_ANCESTORS) {
+            let mut conditions = Vec::new();
+            if !state.accepted() {
+                conditions.push(condition(
+                    cond::ACCEPTED,
+                    false,
+                    accepted::INVALID,
+                    state.problems.invalid.join("; "),
+                    generation,
+                ));
+            } else {
+                let all_lost = a.won.is_empty() && !a.lost.is_empty();
+                let conflicted = all_lost && a.lost.values().all(|(_, same)| *same);
+                conditions.push(if !a.missing.is_empty() {
+                    let mut message = a.missing.join("; ");
+                    if !a.routes.is_empty() {
+                        message.push_str("; the targets that exist still get the policy");
+                    }
+                    condition(cond::ACCEPTED, false, accepted::TARGET_NOT_FOUND, message, generation)
+                } else if conflicted {
+                    condition(
+                        cond::ACCEPTED,
+                        false,
+                        accepted::CONFLICTED,
+                        format!(
+                            "every block this policy sets is already set at the same level by an older policy: {}",
+                            lost_message(&a.lost)
+                        ),
+                        generation,
+                    )
+                } else {
+                    condition(cond::ACCEPTED, true, accepted::ACCEPTED, "Accepted", generation)
+                });
+                conditions.push(match state.problems.refs.first() {
+                    None => condition(
+                        cond::RESOLVED_REFS,
+                        true,
+                        resolved_refs::RESOLVED_REFS,
+                        "all references resolved",
+                        generation,
+                    ),
+                    Some((reason, _)) => condition(
+                        cond::RESOLVED_REFS,
+                        false,
+                        reason,
+                        state
+                            .problems
+                            .refs
+                            .iter()
+                            .map(|(_, m)| m.as_str())
+                            .collect::<Vec<_>>()
+                            .join("; "),
+                        generation,
+                    ),
+                });
+                let routes = a.routes.len();
+                let problems = a.problems.iter().cloned().collect::<Vec<_>>();
+                let programmed = if all_lost {
+                    Some(condition(
+                        cond::PROGRAMMED,
+                        false,
+                        programmed::OVERRIDDEN,
+                        format!("no block applies: {}", lost_message(&a.lost)),
+                        generation,
+                    ))
+                } else if !a.lost.is_empty() || !problems.is_empty() {
+                    let mut parts = Vec::new();
+                    if !a.lost.is_empty() {
+                        parts.push(format!(
+                            "applied {} to {routes} route(s); not applied: {}",
+                            block_list(&a.won),
+                            lost_message(&a.lost)
+                        ));
+                    }
+                    parts.extend(problems);
+                    Some(condition(
+                        cond::PROGRAMMED,
+                        true,
+                        programmed::PARTIALLY_PROGRAMMED,
+                        parts.join("; "),
+                        generation,
+                    ))
+                } else if routes == 0 && !a.missing.is_empty() {
+                    None
+                } else {
+                    Some(condition(
+                        cond::PROGRAMMED,
+                        true,
+                        programmed::PROGRAMMED,
+                        format!("applied to {routes} route(s)"),
+                        generation,
+                    ))
+                };
+                conditions.extend(programmed);
+            }
+            ancestors.push(PolicyAncestorStatus {
+                ancestor_ref: a.aref.clone(),
+                controller_name: CONTROLLER_NAME.to_owned(),
+                conditions,
+            });
+        }
+        out.insert(state.key.to_string(), IngressPolicyStatus { ancestors });
+    }
+    out
+}
+
+fn block_list(blocks: &BTreeSet<Block>) -> String {
+    if blocks.is_empty() {
+        return "no block".into();
+    }
+    blocks
+        .iter()
+        .map(|b| b.name())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn lost_message(lost: &BTreeMap<Block, (BTreeSet<String>, bool)>) -> String {
+    lost.iter()
+        .map(|(block, (winners, _))| {
+            format!(
+                "{} is set by {}",
+                block.name(),
+                winners.iter().cloned().collect::<Vec<_>>().join(" and ")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests;
