@@ -1,0 +1,125 @@
+//! The response body type: an upstream body streamed frame by frame, or a small fixed body.
+//!
+//! An enum rather than a boxed body so that no response allocates for its body. When an
+//! upstream body ends, its [`Lease`] hands the HTTP/1.1 connection back to the pool; when the
+//! body is dropped early, the lease drops the connection instead.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use crate::upstream::Lease;
+
+/// Body of every response the proxy sends.
+#[derive(Debug)]
+pub struct ProxyBody {
+    kind: Kind,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Full(Option<Bytes>),
+    Upstream {
+        body: Incoming,
+        /// Released at the end of the stream, dropped with the body otherwise.
+        lease: Option<Lease>,
+    },
+}
+
+impl ProxyBody {
+    /// A fixed body.
+    pub fn full(bytes: Bytes) -> Self {
+        let bytes = (!bytes.is_empty()).then_some(bytes);
+        Self {
+            kind: Kind::Full(bytes),
+        }
+    }
+
+    /// No body.
+    pub fn empty() -> Self {
+        Self {
+            kind: Kind::Full(None),
+        }
+    }
+
+    /// A body streamed from an upstream. `lease` is released when the body ends.
+    pub fn upstream(body: Incoming, lease: Lease) -> Self {
+        if body.is_end_stream() {
+            lease.release();
+            return Self {
+                kind: Kind::Upstream { body, lease: None },
+            };
+        }
+        Self {
+            kind: Kind::Upstream {
+                body,
+                lease: Some(lease),
+            },
+        }
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match &mut self.get_mut().kind {
+            Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Upstream { body, lease } => {
+                let polled = Pin::new(&mut *body).poll_frame(cx);
+                match &polled {
+                    Poll::Ready(None) => {
+                        if let Some(lease) = lease.take() {
+                            lease.release();
+                        }
+                    }
+                    Poll::Ready(Some(Ok(_))) if body.is_end_stream() => {
+                        if let Some(lease) = lease.take() {
+                            lease.release();
+                        }
+                    }
+                    Poll::Ready(Some(Err(_))) => drop(lease.take()),
+                    _ => {}
+                }
+                polled
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Full(bytes) => bytes.is_none(),
+            Kind::Upstream { body, .. } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            Kind::Upstream { body, .. } => body.size_hint(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn full_and_empty() {
+        let b = ProxyBody::full(Bytes::from_static(b"no route\n"));
+        assert_eq!(b.size_hint().exact(), Some(9));
+        assert_eq!(b.collect().await.unwrap().to_bytes(), "no route\n");
+        let e = ProxyBody::empty();
+        assert!(e.is_end_stream());
+        assert_eq!(e.size_hint().exact(), Some(0));
+    }
+}

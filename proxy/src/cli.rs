@@ -1,0 +1,236 @@
+//! The command line. Every flag can also come from an environment variable `PORTICO_<FLAG>`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+const ABOUT: &str = "Portico's data plane: an HTTP/1.1, HTTP/2 and TLS reverse proxy that serves \
+Kubernetes Ingresses.";
+
+const LONG_ABOUT: &str = "\
+Portico's data plane: an HTTP/1.1, HTTP/2 and TLS reverse proxy that serves Kubernetes Ingresses.
+
+In standalone mode (--manifests) the proxy reads Kubernetes objects (IngressClass, Ingress, \
+Service, EndpointSlice, Secret, ConfigMap, IngressPolicy) from YAML or JSON files in a directory, \
+translates them into a routing snapshot and serves it. The directory is watched: a change is live \
+within a second, without dropping a connection. A file that stops parsing keeps its last good \
+contents until it is fixed.
+
+Requests are routed by host and path as the Ingress specification says (exact hosts, then \
+one-label wildcards, then rules without a host; Exact paths, then the longest Prefix), to pooled \
+keep-alive connections to the ready endpoints of the backend Service (HTTP/1.1, h2c or TLS). \
+Certificates are chosen by SNI from the Ingresses' TLS sections; clients without a matching name \
+get a generated self-signed certificate. Upstream certificates are not verified (like nginx's \
+proxy_ssl_verify off).
+
+Errors are short plain-text answers: 404 no route, 503 no endpoints or overloaded, 502 upstream \
+connect or protocol error, 504 upstream connect timeout, 400 bad request, 421 misdirected request.
+
+On SIGTERM or SIGINT the proxy turns unready, closes its listeners, lets in-flight requests finish \
+for up to --drain-timeout, closes upgraded connections (WebSockets) at that deadline and exits 0.
+
+The admin listener serves /healthz, /readyz, /metrics (Prometheus) and /config (JSON summary of \
+the routes in force).";
+
+const AFTER_HELP: &str = "\
+Examples:
+  Serve every Portico IngressClass found in ./manifests on the default ports:
+    portico-proxy --manifests ./manifests
+
+  Serve one class on one core, with JSON logs:
+    portico-proxy --manifests ./manifests --class portico --workers 1 --log-format json
+
+  Pick free ports (the bound addresses are logged as `listening http=.. https=.. admin=..`):
+    portico-proxy --manifests ./m --http 127.0.0.1:0 --https 127.0.0.1:0 --admin 127.0.0.1:0
+
+  The same through the environment:
+    PORTICO_MANIFESTS=./m PORTICO_WORKERS=1 portico-proxy
+
+Durations are written like 30s, 500ms, 2m or 1h; a bare number means seconds.";
+
+/// Command line of `portico-proxy`.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "portico-proxy",
+    version,
+    about = ABOUT,
+    long_about = LONG_ABOUT,
+    after_long_help = AFTER_HELP,
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// Directory of Kubernetes manifests (*.yaml, *.yml, *.json; not recursive) to serve.
+    #[arg(
+        long,
+        env = "PORTICO_MANIFESTS",
+        value_name = "DIR",
+        required_unless_present = "control_plane"
+    )]
+    pub manifests: Option<PathBuf>,
+
+    /// Fetch snapshots from a Portico operator instead of a manifests directory (not yet
+    /// available).
+    #[arg(
+        long,
+        env = "PORTICO_CONTROL_PLANE",
+        value_name = "URL",
+        conflicts_with = "manifests"
+    )]
+    pub control_plane: Option<String>,
+
+    /// Serve only this IngressClass. Without it, every Portico class is served together.
+    #[arg(long, env = "PORTICO_CLASS", value_name = "NAME")]
+    pub class: Option<String>,
+
+    /// Address of the plain HTTP listener (HTTP/1.1 and h2c with prior knowledge).
+    #[arg(
+        long,
+        env = "PORTICO_HTTP",
+        value_name = "ADDR",
+        default_value = "0.0.0.0:8080"
+    )]
+    pub http: SocketAddr,
+
+    /// Address of the TLS listener (HTTP/2 and HTTP/1.1 by ALPN).
+    #[arg(
+        long,
+        env = "PORTICO_HTTPS",
+        value_name = "ADDR",
+        default_value = "0.0.0.0:8443"
+    )]
+    pub https: SocketAddr,
+
+    /// Address of the admin listener (/healthz, /readyz, /metrics, /config).
+    #[arg(
+        long,
+        env = "PORTICO_ADMIN",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:9901"
+    )]
+    pub admin: SocketAddr,
+
+    /// Worker threads. Default: the number of CPUs. 1 runs everything on one current-thread
+    /// runtime.
+    #[arg(long, env = "PORTICO_WORKERS", value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub workers: Option<u16>,
+
+    /// How long in-flight requests may take to finish after SIGTERM.
+    #[arg(long, env = "PORTICO_DRAIN_TIMEOUT", value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+
+    /// Most client connections open at once; further connections wait in the accept backlog.
+    #[arg(long, env = "PORTICO_MAX_CONNECTIONS", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: Option<u32>,
+
+    /// Time a client has to send request headers (and to finish a TLS handshake) before the
+    /// connection is closed.
+    #[arg(long, env = "PORTICO_HEADER_READ_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+
+    /// Time allowed to open a TCP (and TLS) connection to an endpoint; 504 when exceeded.
+    #[arg(long, env = "PORTICO_CONNECT_TIMEOUT", value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+
+    /// Keep an incoming X-Request-Id instead of replacing it with a generated one.
+    #[arg(long, env = "PORTICO_TRUST_REQUEST_ID")]
+    pub trust_request_id: bool,
+
+    /// Namespace whose IngressPolicy overrides on IngressClasses are honoured.
+    #[arg(
+        long,
+        env = "PORTICO_PLATFORM_NAMESPACE",
+        value_name = "NS",
+        default_value = "portico-system"
+    )]
+    pub platform_namespace: String,
+
+    /// Log line format on stderr.
+    #[arg(
+        long,
+        env = "PORTICO_LOG_FORMAT",
+        value_name = "FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+
+    /// Log filter: a level (error, warn, info, debug, trace) or a tracing directive such as
+    /// `portico_proxy=debug,info`.
+    #[arg(
+        long,
+        env = "PORTICO_LOG_LEVEL",
+        value_name = "FILTER",
+        default_value = "info"
+    )]
+    pub log_level: String,
+
+    /// Quiet time after a change in the manifests directory before it is re-read.
+    #[arg(long, env = "PORTICO_WATCH_DEBOUNCE", value_name = "DURATION", default_value = "100ms", value_parser = parse_duration, hide = true)]
+    pub watch_debounce: Duration,
+}
+
+/// Log line formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Parses `30s`, `500ms`, `2m`, `1h` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (try 30s, 500ms, 2m)"))?;
+    let d = match unit {
+        "" | "s" => Duration::from_secs(n),
+        "ms" => Duration::from_millis(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => {
+            return Err(format!(
+                "unknown unit `{unit}` in `{s}` (use ms, s, m or h)"
+            ));
+        }
+    };
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("30").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("1d").is_err());
+        assert!(parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn command_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults() {
+        let cli = Cli::try_parse_from(["portico-proxy", "--manifests", "/m"]).unwrap();
+        assert_eq!(cli.http.port(), 8080);
+        assert_eq!(cli.https.port(), 8443);
+        assert_eq!(cli.admin.to_string(), "127.0.0.1:9901");
+        assert_eq!(cli.drain_timeout, Duration::from_secs(30));
+        assert!(Cli::try_parse_from(["portico-proxy"]).is_err());
+        assert!(
+            Cli::try_parse_from(["portico-proxy", "--manifests", "/m", "--workers", "0"]).is_err()
+        );
+    }
+}

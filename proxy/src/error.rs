@@ -1,0 +1,144 @@
+//! Every way a request can fail, and the one place that turns a failure into a response.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+
+use crate::body::ProxyBody;
+
+/// A request that could not be proxied. Each variant maps to exactly one status in
+/// [`ProxyError::status`], and [`ProxyError::into_response`] is the only place that builds
+/// an error response.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// No host and path matched and the snapshot has no default backend.
+    #[error("no route")]
+    NoRoute,
+    /// The route names a backend the snapshot does not hold.
+    #[error("backend {0} is not in the snapshot")]
+    MissingBackend(String),
+    /// The backend has no ready endpoints.
+    #[error("backend has no endpoints")]
+    NoEndpoints,
+    /// Every endpoint of the backend is ejected after refusing connections.
+    #[error("every endpoint is ejected")]
+    AllEjected,
+    /// The proxy is shedding load (for the concurrency layers of IngressPolicy).
+    #[allow(dead_code)]
+    #[error("overloaded")]
+    Overloaded,
+    /// The endpoint could not be reached.
+    #[error("upstream connect error: {0}")]
+    UpstreamConnect(#[source] std::io::Error),
+    /// The endpoint did not accept the connection in time.
+    #[error("upstream connect timeout")]
+    UpstreamConnectTimeout,
+    /// The TLS handshake with the endpoint failed.
+    #[error("upstream TLS error: {0}")]
+    UpstreamTls(#[source] std::io::Error),
+    /// The HTTP exchange with the endpoint failed.
+    #[error("upstream protocol error: {0}")]
+    UpstreamProtocol(#[source] hyper::Error),
+    /// The request is malformed (two Host headers, a Host that disagrees with the URI, ...).
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    /// The request's host is served with another certificate than the one the TLS
+    /// connection was made for.
+    #[error("misdirected request")]
+    Misdirected,
+    /// A bug or an impossible state.
+    #[error("internal error: {0}")]
+    Internal(&'static str),
+}
+
+impl ProxyError {
+    /// The status sent to the client.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::NoRoute => StatusCode::NOT_FOUND,
+            Self::MissingBackend(_) | Self::NoEndpoints | Self::AllEjected | Self::Overloaded => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::UpstreamConnect(_) | Self::UpstreamTls(_) | Self::UpstreamProtocol(_) => {
+                StatusCode::BAD_GATEWAY
+            }
+            Self::UpstreamConnectTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Misdirected => StatusCode::MISDIRECTED_REQUEST,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The short, uniform body sent to the client. Details stay in the logs.
+    fn body(&self) -> &'static str {
+        match self {
+            Self::NoRoute => "no route\n",
+            Self::MissingBackend(_) | Self::NoEndpoints => "no endpoints\n",
+            Self::AllEjected => "no healthy endpoints\n",
+            Self::Overloaded => "overloaded\n",
+            Self::UpstreamConnect(_) | Self::UpstreamTls(_) => "upstream connect error\n",
+            Self::UpstreamProtocol(_) => "upstream protocol error\n",
+            Self::UpstreamConnectTimeout => "upstream timeout\n",
+            Self::BadRequest(_) => "bad request\n",
+            Self::Misdirected => "misdirected request\n",
+            Self::Internal(_) => "internal error\n",
+        }
+    }
+
+    /// A label for metrics and logs, one per variant.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::NoRoute => "no_route",
+            Self::MissingBackend(_) => "missing_backend",
+            Self::NoEndpoints => "no_endpoints",
+            Self::AllEjected => "all_ejected",
+            Self::Overloaded => "overloaded",
+            Self::UpstreamConnect(_) => "upstream_connect",
+            Self::UpstreamConnectTimeout => "upstream_connect_timeout",
+            Self::UpstreamTls(_) => "upstream_tls",
+            Self::UpstreamProtocol(_) => "upstream_protocol",
+            Self::BadRequest(_) => "bad_request",
+            Self::Misdirected => "misdirected",
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    /// The response for this error: the only place errors become responses.
+    pub fn into_response(self) -> Response<ProxyBody> {
+        let status = self.status();
+        match status {
+            StatusCode::NOT_FOUND | StatusCode::BAD_REQUEST | StatusCode::MISDIRECTED_REQUEST => {
+                tracing::debug!(error = %self, "request refused");
+            }
+            _ => tracing::debug!(error = %self, kind = self.metric_label(), "request failed"),
+        }
+        let mut response =
+            Response::new(ProxyBody::full(Bytes::from_static(self.body().as_bytes())));
+        *response.status_mut() = status;
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        response
+    }
+}
+
+/// `Result` with [`ProxyError`].
+pub type Result<T, E = ProxyError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses() {
+        assert_eq!(ProxyError::NoRoute.status(), 404);
+        assert_eq!(ProxyError::NoEndpoints.status(), 503);
+        assert_eq!(ProxyError::AllEjected.status(), 503);
+        assert_eq!(ProxyError::UpstreamConnectTimeout.status(), 504);
+        assert_eq!(ProxyError::BadRequest("x").status(), 400);
+        assert_eq!(ProxyError::Misdirected.status(), 421);
+        assert_eq!(ProxyError::Internal("x").status(), 500);
+        let io = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert_eq!(ProxyError::UpstreamConnect(io).status(), 502);
+    }
+}

@@ -1,0 +1,220 @@
+//! Portico's data plane.
+//!
+//! ```text
+//! source (manifests dir │ control plane) ──snapshot──▶ state (ArcSwap<Config>)
+//!                                                          │ read per request
+//! listener ─▶ TLS/SNI ─▶ hyper (h1, h2) ─▶ dispatch ─▶ route stack ─▶ upstream pool ─▶ endpoint
+//! ```
+//!
+//! `admin` serves health, readiness, metrics and the route summary; `error` is the one place
+//! failures become responses; `hygiene` owns the headers.
+
+mod admin;
+mod body;
+pub mod cli;
+mod dispatch;
+mod error;
+mod hygiene;
+mod listener;
+mod metrics;
+mod path;
+mod source;
+mod state;
+mod tls;
+mod upstream;
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use cli::{Cli, LogFormat};
+use hygiene::Hygiene;
+use listener::ServeOptions;
+use source::{ControlPlaneSource, ManifestsSource, SnapshotSource, SourceError};
+use state::{State, StateOptions};
+
+/// Why the proxy stopped with an error.
+#[derive(Debug, thiserror::Error)]
+enum RunError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot set up TLS: {0}")]
+    Tls(#[from] tls::CertError),
+    #[error("cannot install signal handlers: {0}")]
+    Signal(#[source] std::io::Error),
+}
+
+impl RunError {
+    /// 2 for a configuration the user must fix, 1 otherwise.
+    fn exit_code(&self) -> u8 {
+        match self {
+            Self::Source(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// Parses the command line, runs the proxy and returns its exit status.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = init_tracing(&cli) {
+        eprintln!(
+            "portico-proxy: invalid --log-level `{}`: {e}",
+            cli.log_level
+        );
+        return ExitCode::from(2);
+    }
+    let workers = cli
+        .workers
+        .map(usize::from)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let runtime = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+    };
+    let runtime = match runtime {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("portico-proxy: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(run(cli));
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("portico-proxy: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn init_tracing(cli: &Cli) -> Result<(), tracing_subscriber::filter::ParseError> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level)?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match cli.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    Ok(())
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, RunError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| RunError::Bind { addr, source })
+}
+
+async fn run(cli: Cli) -> Result<(), RunError> {
+    let state = Arc::new(State::new(StateOptions {
+        connect_timeout: cli.connect_timeout,
+        hygiene: Hygiene {
+            trust_request_id: cli.trust_request_id,
+        },
+    })?);
+    let source: Box<dyn SnapshotSource> = match (&cli.control_plane, &cli.manifests) {
+        (Some(url), _) => Box::new(ControlPlaneSource { url: url.clone() }),
+        (None, Some(dir)) => Box::new(ManifestsSource {
+            dir: dir.clone(),
+            class: cli.class.clone(),
+            platform_namespace: Some(cli.platform_namespace.clone()),
+            debounce: cli.watch_debounce,
+        }),
+        (None, None) => unreachable!("clap requires --manifests or --control-plane"),
+    };
+    source.start(state.clone())?;
+
+    let http = bind(cli.http).await?;
+    let https = bind(cli.https).await?;
+    let admin = bind(cli.admin).await?;
+    let local = |l: &TcpListener, fallback| l.local_addr().unwrap_or(fallback);
+    tracing::info!(
+        "listening http={} https={} admin={}",
+        local(&http, cli.http),
+        local(&https, cli.https),
+        local(&admin, cli.admin)
+    );
+
+    let options = ServeOptions {
+        header_read_timeout: cli.header_read_timeout,
+        max_connections: cli.max_connections,
+    };
+    let graceful = Arc::new(GracefulShutdown::new());
+    let (stop, stopped) = watch::channel(false);
+    let loops = [(http, false), (https, true)].map(|(listener, tls)| {
+        tokio::spawn(listener::serve(
+            listener,
+            tls,
+            state.clone(),
+            options.clone(),
+            graceful.clone(),
+            stopped.clone(),
+        ))
+    });
+    drop(stopped);
+    tokio::spawn(admin::serve(admin, state.clone()));
+
+    wait_for_signal().await?;
+    let deadline = tokio::time::Instant::now() + cli.drain_timeout;
+    tracing::info!(drain_timeout = ?cli.drain_timeout, "draining");
+    state.start_draining();
+    stop.send_replace(true);
+    for accept_loop in loops {
+        let _ = accept_loop.await;
+    }
+    // The accept loops are gone, so this is the last reference.
+    let graceful = Arc::into_inner(graceful).expect("accept loops have ended");
+    if tokio::time::timeout_at(deadline, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("drain timeout reached with requests in flight; closing them");
+    }
+    while state.tunnels.active() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if state.tunnels.active() > 0 {
+        tracing::info!(
+            tunnels = state.tunnels.active(),
+            "closing upgraded connections"
+        );
+        state.tunnels.close_all();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tracing::info!("drained; exiting");
+    Ok(())
+}
+
+async fn wait_for_signal() -> Result<(), RunError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).map_err(RunError::Signal)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(RunError::Signal)?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+    Ok(())
+}

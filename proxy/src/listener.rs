@@ -1,0 +1,175 @@
+//! Accept loops: the connection cap, TLS with SNI, HTTP/1.1 and HTTP/2 serving, and graceful
+//! drain.
+//!
+//! Over `--max-connections`, accepting pauses and new connections wait in the kernel backlog.
+//! On shutdown the loops stop accepting and drop their sockets (new connections are refused);
+//! the connections they started are watched by hyper-util's `GracefulShutdown`, which lets
+//! in-flight requests finish and closes idle keep-alive connections.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio_rustls::LazyConfigAcceptor;
+
+use crate::dispatch;
+use crate::hygiene::ConnInfo;
+use crate::state::State;
+
+/// Largest request head (and HTTP/1.1 read buffer).
+const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// Serving settings shared by both listeners.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub header_read_timeout: Duration,
+    pub max_connections: Option<u32>,
+}
+
+/// The HTTP server builder: HTTP/1.1 with keep-alive and a header read timeout, and HTTP/2
+/// (by ALPN on TLS, by prior knowledge on plain connections).
+fn builder(options: &ServeOptions) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(options.header_read_timeout)
+        .max_buf_size(MAX_HEADER_BYTES)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(MAX_HEADER_BYTES as u32)
+        .max_concurrent_streams(1024)
+        .adaptive_window(true)
+        .keep_alive_interval(Duration::from_secs(30));
+    builder
+}
+
+/// Accepts connections until `shutdown` turns true, then drops the listener.
+pub async fn serve(
+    listener: TcpListener,
+    tls: bool,
+    state: Arc<State>,
+    options: ServeOptions,
+    graceful: Arc<GracefulShutdown>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let builder = Arc::new(builder(&options));
+    let limit = options
+        .max_connections
+        .map(|n| Arc::new(Semaphore::new(n as usize)));
+    let local = listener.local_addr().ok();
+    loop {
+        let permit = match &limit {
+            Some(limit) => {
+                let permit = tokio::select! {
+                    permit = limit.clone().acquire_owned() => permit.ok(),
+                    _ = shutdown.wait_for(|stop| *stop) => break,
+                };
+                permit
+            }
+            None => None,
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let local = stream.local_addr().ok().or(local).unwrap_or(peer);
+        let state = state.clone();
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let timeout = options.header_read_timeout;
+        tokio::spawn(async move {
+            let _permit = permit;
+            state.metrics.active_connections.inc();
+            if tls {
+                serve_tls(
+                    stream,
+                    peer,
+                    local,
+                    state.clone(),
+                    &builder,
+                    watcher,
+                    timeout,
+                )
+                .await;
+            } else {
+                let conn = Arc::new(ConnInfo::new(peer, local, false, None));
+                serve_conn(TokioIo::new(stream), conn, state.clone(), &builder, watcher).await;
+            }
+            state.metrics.active_connections.dec();
+        });
+    }
+    tracing::debug!(tls, "listener closed");
+}
+
+async fn serve_tls(
+    stream: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    state: Arc<State>,
+    builder: &auto::Builder<TokioExecutor>,
+    watcher: Watcher,
+    timeout: Duration,
+) {
+    let handshake = async {
+        let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await?;
+        let sni = start
+            .client_hello()
+            .server_name()
+            .map(|n| n.to_ascii_lowercase().into_boxed_str());
+        let config = {
+            let current = state.config();
+            current.tls().choose(current.router(), sni.as_deref())
+        };
+        let tls = start.into_stream(config).await?;
+        Ok::<_, std::io::Error>((tls, sni))
+    };
+    let (tls, sni) = match tokio::time::timeout(timeout, handshake).await {
+        Ok(Ok(done)) => done,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    let conn = Arc::new(ConnInfo::new(peer, local, true, sni));
+    serve_conn(TokioIo::new(tls), conn, state, builder, watcher).await;
+}
+
+async fn serve_conn<I>(
+    io: I,
+    conn: Arc<ConnInfo>,
+    state: Arc<State>,
+    builder: &auto::Builder<TokioExecutor>,
+    watcher: Watcher,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let peer = conn.peer;
+    let service = service_fn(move |req| dispatch::handle(state.clone(), conn.clone(), req));
+    let connection = builder.serve_connection_with_upgrades(io, service);
+    if let Err(e) = watcher.watch(connection).await {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}

@@ -1,0 +1,253 @@
+//! Standalone mode: snapshots from a directory of manifests.
+//!
+//! Every `*.yaml`, `*.yml` and `*.json` file directly in the directory is parsed on its own.
+//! A file keeps its last good parse: when it stops parsing (a YAML syntax error), the error is
+//! logged and its previous objects stay; a deleted file is removed. The directory is watched
+//! (changes batched for a short quiet time) and also re-read every two seconds in case an
+//! event is lost. Only a change in some file's objects leads to a new translation, whose
+//! warnings are logged once.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use notify::{RecursiveMode, Watcher};
+use portico_api::Snapshot;
+use portico_translate::{Index, Object, Options, parse_manifests, translate};
+
+use super::{SnapshotSource, SourceError};
+use crate::state::State;
+
+/// Re-read the directory this often even without events.
+const RESCAN: Duration = Duration::from_secs(2);
+/// Longest a stream of events can postpone a reload.
+const MAX_DEBOUNCE: Duration = Duration::from_secs(1);
+
+/// A manifests directory and how to translate it.
+#[derive(Debug)]
+pub struct ManifestsSource {
+    pub dir: PathBuf,
+    /// `--class`: serve only this class; otherwise every class, combined.
+    pub class: Option<String>,
+    pub platform_namespace: Option<String>,
+    pub debounce: Duration,
+}
+
+/// A file's last seen text and last good objects.
+#[derive(Debug)]
+struct File {
+    text: String,
+    objects: Vec<Object>,
+}
+
+/// The directory as last read.
+#[derive(Debug, Default)]
+struct Files {
+    files: BTreeMap<PathBuf, File>,
+}
+
+fn is_manifest(path: &Path) -> bool {
+    let hidden = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_none_or(|n| n.starts_with('.'));
+    let ext = path.extension().and_then(|e| e.to_str());
+    !hidden && matches!(ext, Some("yaml" | "yml" | "json")) && path.is_file()
+}
+
+impl Files {
+    /// Re-reads `dir`; true when some file's objects changed.
+    fn refresh(&mut self, dir: &Path) -> std::io::Result<bool> {
+        let mut seen = Vec::new();
+        let mut changed = false;
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            if !is_manifest(&path) {
+                continue;
+            }
+            let Ok(text) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            seen.push(path.clone());
+            if self.files.get(&path).is_some_and(|f| f.text == text) {
+                continue;
+            }
+            let parsed = parse_manifests(&text, "default");
+            let broken = parsed
+                .problems
+                .iter()
+                .any(|p| p.message.starts_with("invalid YAML"))
+                || (parsed.objects.is_empty() && !parsed.problems.is_empty());
+            let name = path.display();
+            if broken {
+                for p in &parsed.problems {
+                    tracing::error!(file = %name, document = p.document, problem = %p.message, "manifest does not parse; keeping its previous contents");
+                }
+                match self.files.get_mut(&path) {
+                    Some(file) => file.text = text,
+                    None => {
+                        self.files.insert(
+                            path,
+                            File {
+                                text,
+                                objects: Vec::new(),
+                            },
+                        );
+                    }
+                }
+                continue;
+            }
+            for p in &parsed.problems {
+                tracing::warn!(file = %name, document = p.document, problem = %p.message, "manifest document skipped");
+            }
+            self.files.insert(
+                path,
+                File {
+                    text,
+                    objects: parsed.objects,
+                },
+            );
+            changed = true;
+        }
+        let before = self.files.len();
+        self.files.retain(|path, _| seen.contains(path));
+        changed |= self.files.len() != before;
+        Ok(changed)
+    }
+
+    fn objects(&self) -> impl Iterator<Item = Object> + '_ {
+        self.files.values().flat_map(|f| f.objects.iter().cloned())
+    }
+}
+
+impl ManifestsSource {
+    fn options(&self) -> Options {
+        Options {
+            only_class: self.class.clone(),
+            combine_classes: self.class.is_none(),
+            platform_namespace: self.platform_namespace.clone(),
+            replicas: 1,
+        }
+    }
+
+    /// Translates the files into the snapshot this proxy serves.
+    fn snapshot(&self, files: &Files) -> Snapshot {
+        let index = Index::from_objects(files.objects());
+        let output = translate(&index, &self.options());
+        for (ingress, report) in &output.ingresses {
+            for w in &report.warnings {
+                tracing::warn!(%ingress, reason = %w.reason, "{}", w.message);
+            }
+        }
+        let class = self.class.clone().unwrap_or_default();
+        let mut snapshots = output.snapshots;
+        let picked = match &self.class {
+            Some(class) => snapshots.remove(class),
+            None => snapshots.into_values().next(),
+        };
+        picked.unwrap_or_else(|| Snapshot::empty(class))
+    }
+
+    fn apply(&self, files: &Files, state: &State, version: &mut u64) {
+        let mut snapshot = self.snapshot(files);
+        *version += 1;
+        snapshot.version = *version;
+        let routes = snapshot.route_count();
+        match state.apply(snapshot) {
+            Ok(v) => tracing::info!(version = v, routes, "snapshot applied"),
+            Err(e) => tracing::error!(error = %e, "snapshot refused; keeping the current one"),
+        }
+    }
+}
+
+impl SnapshotSource for ManifestsSource {
+    fn start(self: Box<Self>, state: Arc<State>) -> Result<(), SourceError> {
+        let dir = self.dir.display().to_string();
+        let directory_error = |source| SourceError::Directory {
+            dir: dir.clone(),
+            source,
+        };
+        if !self.dir.is_dir() {
+            return Err(directory_error(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "not a directory",
+            )));
+        }
+        let mut files = Files::default();
+        files.refresh(&self.dir).map_err(directory_error)?;
+        let mut version = 0;
+        self.apply(&files, &state, &mut version);
+
+        let (tx, rx) = mpsc::channel();
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                if event.is_ok_and(|e| !e.kind.is_access()) {
+                    let _ = tx.send(());
+                }
+            })?;
+        watcher.watch(&self.dir, RecursiveMode::NonRecursive)?;
+        std::thread::Builder::new()
+            .name("portico-manifests".into())
+            .spawn(move || {
+                // The watcher lives as long as the thread.
+                let _watcher = watcher;
+                loop {
+                    match rx.recv_timeout(RESCAN) {
+                        Ok(()) => {
+                            // Batch a burst of events into one reload.
+                            let first = Instant::now();
+                            while first.elapsed() < MAX_DEBOUNCE {
+                                match rx.recv_timeout(self.debounce) {
+                                    Ok(()) => continue,
+                                    Err(RecvTimeoutError::Timeout) => break,
+                                    Err(RecvTimeoutError::Disconnected) => return,
+                                }
+                            }
+                        }
+                        Err(RecvTimeoutError::Timeout) => {}
+                        Err(RecvTimeoutError::Disconnected) => return,
+                    }
+                    match files.refresh(&self.dir) {
+                        Ok(true) => self.apply(&files, &state, &mut version),
+                        Ok(false) => {}
+                        Err(e) => {
+                            state.count_snapshot_error();
+                            tracing::error!(dir = %self.dir.display(), error = %e, "cannot read the manifests directory; keeping the current snapshot");
+                        }
+                    }
+                }
+            })
+            .map_err(directory_error)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broken_file_keeps_its_objects_and_deleted_file_goes() {
+        let dir = std::env::temp_dir().join(format!("portico-manifests-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("svc.yaml");
+        let good = "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  ports:\n  - port: 80\n";
+        std::fs::write(&file, good).unwrap();
+        std::fs::write(dir.join("notes.txt"), "ignored").unwrap();
+        let mut files = Files::default();
+        assert!(files.refresh(&dir).unwrap());
+        assert_eq!(files.objects().count(), 1);
+        assert!(!files.refresh(&dir).unwrap(), "nothing changed");
+
+        std::fs::write(&file, "kind: [unclosed\n").unwrap();
+        assert!(!files.refresh(&dir).unwrap());
+        assert_eq!(files.objects().count(), 1, "the last good parse stays");
+
+        std::fs::remove_file(&file).unwrap();
+        assert!(files.refresh(&dir).unwrap());
+        assert_eq!(files.objects().count(), 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

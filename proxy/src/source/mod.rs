@@ -1,0 +1,36 @@
+//! Where snapshots come from: a manifests directory (standalone mode) or, later, the operator.
+//!
+//! A source runs on its own thread or task and hands each new snapshot to [`State::apply`].
+//! Translation never runs on the serving threads.
+
+mod control_plane;
+mod manifests;
+
+use std::sync::Arc;
+
+pub use control_plane::ControlPlaneSource;
+pub use manifests::ManifestsSource;
+
+use crate::state::State;
+
+/// Why a source could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("{0}")]
+    Unavailable(&'static str),
+    #[error("cannot read the manifests directory {dir}: {source}")]
+    Directory {
+        dir: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot watch the manifests directory: {0}")]
+    Watch(#[from] notify::Error),
+}
+
+/// A producer of snapshots.
+pub trait SnapshotSource: Send + 'static {
+    /// Starts producing snapshots into `state`, returning once the first snapshot (if the
+    /// source can produce one synchronously) is applied. Runs until the process exits.
+    fn start(self: Box<Self>, state: Arc<State>) -> Result<(), SourceError>;
+}

@@ -1,0 +1,254 @@
+//! Upstreams: backends of a snapshot, their endpoints and pooled connections.
+//!
+//! ```text
+//! Backend::forward ─▶ Balancer::pick ─▶ Endpoint::checkout (idle, shared h2, or Connector)
+//!                 ─▶ send ─▶ response body streams back, then the connection returns to the pool
+//! ```
+//!
+//! A connection that is refused ejects its endpoint for [`EJECT_FOR`] and the request goes to
+//! another endpoint: nothing was sent, so the retry is safe for any method.
+
+mod balance;
+mod connect;
+mod endpoint;
+mod tunnel;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use http::uri::{Authority, Scheme};
+use http::{Request, Response, StatusCode, Uri, Version, header};
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use hyper::upgrade::OnUpgrade;
+use portico_api::AppProtocol;
+use prometheus_client::metrics::counter::Counter;
+
+use crate::body::ProxyBody;
+use crate::error::{ProxyError, Result};
+use balance::Balancer;
+use connect::{Conn, ConnectError, Connector};
+pub use endpoint::Endpoint;
+pub use tunnel::Tunnels;
+
+/// How long an endpoint that refused a connection is skipped.
+pub const EJECT_FOR: Duration = Duration::from_secs(5);
+
+/// What every backend shares.
+#[derive(Debug)]
+struct Shared {
+    connector: Connector,
+    tunnels: Arc<Tunnels>,
+    connect_errors: Counter,
+}
+
+/// The endpoints of every backend in force, shared across snapshots.
+#[derive(Debug)]
+pub struct Upstreams {
+    shared: Arc<Shared>,
+    endpoints: Mutex<HashMap<(SocketAddr, AppProtocol), Weak<Endpoint>>>,
+}
+
+impl Upstreams {
+    /// Upstreams with the given connect timeout, counting connect failures in `connect_errors`.
+    pub fn new(connect_timeout: Duration, tunnels: Arc<Tunnels>, connect_errors: Counter) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                connector: Connector::new(connect_timeout),
+                tunnels,
+                connect_errors,
+            }),
+            endpoints: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The runtime form of a snapshot backend. Endpoints already known (same address and
+    /// protocol) are reused with their connections and ejection state.
+    pub fn backend(&self, backend: &portico_api::Backend) -> Arc<Backend> {
+        let mut known = self.endpoints.lock().unwrap();
+        let endpoints = backend
+            .endpoints
+            .iter()
+            .map(|e| {
+                let key = (SocketAddr::new(e.address, e.port), backend.protocol);
+                if let Some(ep) = known.get(&key).and_then(Weak::upgrade) {
+                    return ep;
+                }
+                let ep = Arc::new(Endpoint::new(key.0, key.1));
+                known.insert(key, Arc::downgrade(&ep));
+                ep
+            })
+            .collect();
+        Arc::new(Backend {
+            endpoints,
+            balancer: Balancer::new(backend.load_balancer),
+            shared: self.shared.clone(),
+        })
+    }
+
+    /// Forgets endpoints no snapshot uses any more.
+    pub fn prune(&self) {
+        self.endpoints
+            .lock()
+            .unwrap()
+            .retain(|_, ep| ep.strong_count() > 0);
+    }
+}
+
+/// A backend of the snapshot in force: where a route's requests go.
+#[derive(Debug)]
+pub struct Backend {
+    endpoints: Box<[Arc<Endpoint>]>,
+    balancer: Balancer,
+    shared: Arc<Shared>,
+}
+
+/// A request's claim on an endpoint: counts as in flight until dropped, and hands an HTTP/1.1
+/// connection back to the pool when released at the end of the response body.
+#[derive(Debug)]
+pub struct Lease {
+    endpoint: Arc<Endpoint>,
+    h1: Option<http1::SendRequest<Incoming>>,
+}
+
+impl Lease {
+    fn new(endpoint: &Arc<Endpoint>) -> Self {
+        endpoint.start_request();
+        Self {
+            endpoint: endpoint.clone(),
+            h1: None,
+        }
+    }
+
+    /// The exchange completed: the connection can carry another request.
+    pub fn release(mut self) {
+        if let Some(sender) = self.h1.take() {
+            self.endpoint.put_idle(sender);
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.endpoint.end_request();
+    }
+}
+
+impl Backend {
+    /// Sends `req` (already cleaned by [`crate::hygiene`]) to an endpoint and returns the
+    /// response with its body streaming.
+    pub async fn forward(&self, mut req: Request<Incoming>) -> Result<Response<ProxyBody>> {
+        if self.endpoints.is_empty() {
+            return Err(ProxyError::NoEndpoints);
+        }
+        let client_upgrade = req
+            .headers()
+            .contains_key(header::UPGRADE)
+            .then(|| hyper::upgrade::on(&mut req));
+        // Each endpoint may refuse once; a pooled connection that closed under us is retried
+        // a few times more.
+        let max_tries = self.endpoints.len() + 3;
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let Some(endpoint) = self.balancer.pick(&self.endpoints) else {
+                return Err(ProxyError::AllEjected);
+            };
+            let conn = match endpoint.checkout(&self.shared.connector).await {
+                Ok(conn) => conn,
+                Err(e) => {
+                    self.shared.connect_errors.inc();
+                    match e {
+                        ConnectError::Refused(e) => {
+                            endpoint.eject(EJECT_FOR);
+                            if tries < max_tries {
+                                tracing::debug!(endpoint = %endpoint.addr, error = %e, "connection refused, trying another endpoint");
+                                continue;
+                            }
+                            return Err(ProxyError::UpstreamConnect(e));
+                        }
+                        ConnectError::Timeout => {
+                            endpoint.eject(EJECT_FOR);
+                            return Err(ProxyError::UpstreamConnectTimeout);
+                        }
+                        ConnectError::Other(e) => return Err(e),
+                    }
+                }
+            };
+            let mut lease = Lease::new(endpoint);
+            match conn {
+                Conn::H1(mut sender) => {
+                    to_origin_form(&mut req);
+                    match sender.try_send_request(req).await {
+                        Ok(response) => {
+                            lease.h1 = Some(sender);
+                            return Ok(self.respond(response, lease, client_upgrade));
+                        }
+                        Err(mut e) => match e.take_message() {
+                            Some(back) if tries < max_tries => req = back,
+                            _ => return Err(ProxyError::UpstreamProtocol(e.into_error())),
+                        },
+                    }
+                }
+                Conn::H2(mut sender) => {
+                    to_absolute_form(&mut req)?;
+                    match sender.try_send_request(req).await {
+                        Ok(response) => return Ok(self.respond(response, lease, None)),
+                        Err(mut e) => match e.take_message() {
+                            Some(back) if tries < max_tries => req = back,
+                            _ => return Err(ProxyError::UpstreamProtocol(e.into_error())),
+                        },
+                    }
+                }
+            }
+        }
+    }
+
+    fn respond(
+        &self,
+        mut response: Response<Incoming>,
+        lease: Lease,
+        client_upgrade: Option<OnUpgrade>,
+    ) -> Response<ProxyBody> {
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS
+            && let Some(client) = client_upgrade
+        {
+            let upstream = hyper::upgrade::on(&mut response);
+            self.shared.tunnels.spawn(client, upstream);
+            // The connection now belongs to the tunnel.
+            drop(lease);
+            return response.map(|_| ProxyBody::empty());
+        }
+        response.map(|body| ProxyBody::upstream(body, lease))
+    }
+}
+
+/// HTTP/1.1 upstreams get the origin-form URI the dispatcher built, with the Host header.
+fn to_origin_form(req: &mut Request<Incoming>) {
+    *req.version_mut() = Version::HTTP_11;
+}
+
+/// HTTP/2 upstreams get `:authority` from the Host header, which is then dropped.
+fn to_absolute_form(req: &mut Request<Incoming>) -> Result<()> {
+    *req.version_mut() = Version::HTTP_2;
+    if req.uri().authority().is_some() && req.uri().scheme().is_some() {
+        req.headers_mut().remove(header::HOST);
+        return Ok(());
+    }
+    let authority = match req.headers_mut().remove(header::HOST) {
+        Some(host) => Authority::try_from(host.as_bytes())
+            .map_err(|_| ProxyError::BadRequest("invalid Host header"))?,
+        None => return Err(ProxyError::BadRequest("missing Host header")),
+    };
+    let mut parts = std::mem::take(req.uri_mut()).into_parts();
+    parts.scheme = Some(Scheme::HTTP);
+    parts.authority = Some(authority);
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    *req.uri_mut() =
+        Uri::from_parts(parts).map_err(|_| ProxyError::Internal("building the upstream URI"))?;
+    Ok(())
+}
