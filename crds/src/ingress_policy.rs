@@ -190,6 +190,8 @@ impl JsonSchema for WritableHeaderName {
 // The resource.
 
 /// Traffic policy for IngressClasses, Ingresses and Ingress paths in this namespace.
+// Clippy reads the repeated `type_` of the printer columns as duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[kube(
     group = "portico.dev",

@@ -270,7 +270,7 @@ impl Converter<'_, '_> {
         on.sort();
         on.dedup();
         let listed = on.contains(&api::RetryOn::RetriableStatusCodes);
-        if listed != !b.status_codes.is_empty() {
+        if listed == b.status_codes.is_empty() {
             self.invalid(
                 "retry.statusCodes",
                 "statusCodes and the retriable-status-codes condition go together",

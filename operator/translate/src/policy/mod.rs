@@ -112,8 +112,8 @@ struct Ancestor {
     missing: Vec<String>,
     routes: BTreeSet<String>,
     won: BTreeSet<Block>,
-    /// Block to the policies that won it (`namespace/name (kind)`), and whether every one of
-    /// them was at the same level.
+    /// Block to the policies that won it (`namespace/name (kind)`), and whether one of them
+    /// was at the same level (so that only age or name decided).
     lost: BTreeMap<Block, (BTreeSet<String>, bool)>,
     problems: BTreeSet<String>,
 }
@@ -517,6 +517,10 @@ fn candidates<'s, 'i>(
     found
 }
 
+/// Policy, ancestor, block, and `Ok` when the policy won the block there or the winner's name
+/// and whether it was at the same level.
+type Outcome = (usize, usize, Block, Result<(), (String, bool)>);
+
 /// What one route got, for the passes after precedence.
 struct Applied {
     /// Winner of `clientCertificate`: its CA, policy and ancestor.
@@ -533,7 +537,7 @@ fn apply_route(
     let mut applied = Applied { client_ca: None };
     let mut policy = RoutePolicy::default();
     // Outcomes are collected first: candidates borrow the states.
-    let mut outcomes: Vec<(usize, usize, Block, Result<(), (String, bool)>)> = Vec::new();
+    let mut outcomes: Vec<Outcome> = Vec::new();
     let mut touched: Vec<(usize, usize)> = Vec::new();
     {
         let found = candidates(states, platform, class, route);
@@ -545,7 +549,12 @@ fn apply_route(
             let Some(winner) = setters.next() else {
                 continue;
             };
-            let winner_name = format!("{} ({})", winner.rank.key, winner.rank.describe());
+            let disabled = if winner.body.blocks[&block].is_none() {
+                ", disabled"
+            } else {
+                ""
+            };
+            let winner_name = format!("{} ({}{disabled})", winner.rank.key, winner.rank.describe());
             outcomes.push((winner.state, winner.ancestor, block, Ok(())));
             for loser in setters {
                 outcomes.push((
@@ -589,9 +598,9 @@ fn apply_route(
                 let entry = ancestor
                     .lost
                     .entry(block)
-                    .or_insert_with(|| (BTreeSet::new(), true));
+                    .or_insert_with(|| (BTreeSet::new(), false));
                 entry.0.insert(winner);
-                entry.1 &= same;
+                entry.1 |= same;
             }
         }
     }
@@ -616,8 +625,9 @@ fn apply_to_routes(states: &mut [State<'_>], platform: Option<&str>, out: &mut O
                     continue;
                 };
                 let applied = apply_route(states, platform, &class, route, backends);
-                match applied.client_ca {
-                    Some((Some(ca), s, a)) => match cas.get(&vhost.host) {
+                // An unresolved CA is reported through ResolvedRefs; the route fails closed.
+                if let Some((Some(ca), s, a)) = applied.client_ca {
+                    match cas.get(&vhost.host) {
                         None => {
                             cas.insert(vhost.host.clone(), (ca, s, a));
                         }
@@ -629,9 +639,7 @@ fn apply_to_routes(states: &mut [State<'_>], platform: Option<&str>, out: &mut O
                             ));
                         }
                         Some(_) => {}
-                    },
-                    // An unresolved CA is reported through ResolvedRefs; the route fails closed.
-                    Some((None, _, _)) | None => {}
+                    }
                 }
             }
         }
@@ -729,7 +737,7 @@ fn statuses(states: &[State<'_>]) -> BTreeMap<String, IngressPolicyStatus> {
                         false,
                         accepted::CONFLICTED,
                         format!(
-                            "every block this policy sets is already set at the same level by an older policy: {}",
+                            "every block this policy sets is taken by another policy, at least once by an older one at the same level: {}",
                             lost_message(&a.lost)
                         ),
                         generation,
