@@ -80,8 +80,8 @@ impl<'a> Backends<'a> {
         }
     }
 
-    /// Resolves `backend` of an Ingress in `namespace`. `Err` means the path cannot be served
-    /// at all and is skipped (a `resource` backend, or no Service port given).
+    /// Resolves `backend` of an Ingress in `namespace`. `Err` means the backend cannot be served
+    /// at all and its path is skipped (a `resource` backend, or no Service port given).
     pub(crate) fn resolve(
         &mut self,
         namespace: &str,
@@ -93,7 +93,7 @@ impl<'a> Backends<'a> {
                 return Err(Warning::new(
                     "UnsupportedBackend",
                     format!(
-                        "resource backend {} {:?} is not supported, only Service backends; path skipped",
+                        "resource backend {} {:?} is not supported, only Service backends",
                         resource.kind, resource.name
                     ),
                 ));
@@ -101,7 +101,7 @@ impl<'a> Backends<'a> {
             (None, None) => {
                 return Err(Warning::new(
                     "InvalidBackend",
-                    "backend names neither a Service nor a resource; path skipped",
+                    "backend names neither a Service nor a resource",
                 ));
             }
         };
@@ -117,7 +117,7 @@ impl<'a> Backends<'a> {
             return Err(Warning::new(
                 "InvalidBackend",
                 format!(
-                    "Service backend {:?} needs a name and a port number or name; path skipped",
+                    "Service backend {:?} needs a name and a port number or name",
                     service.name
                 ),
             ));
@@ -165,7 +165,14 @@ impl<'a> Backends<'a> {
         else {
             return unresolved(
                 "ServicePortNotFound",
-                format!("Service {namespace}/{name} has no port {port}; its routes answer 503"),
+                match port {
+                    PortRef::Number(n) => {
+                        format!("Service {namespace}/{name} has no port {n}; its routes answer 503")
+                    }
+                    PortRef::Name(wanted) => format!(
+                        "Service {namespace}/{name} has no port named {wanted:?}; its routes answer 503"
+                    ),
+                },
             );
         };
         let mut warnings = Vec::new();

@@ -95,6 +95,28 @@ fn age(ingress: &Ingress) -> Option<&Time> {
     ingress.metadata.creation_timestamp.as_ref()
 }
 
+/// The Ingress that claimed a route, a TLS host or the default backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Owner {
+    /// `namespace/name`.
+    name: String,
+    created: Option<Time>,
+}
+
+impl Owner {
+    /// Why this owner, which claimed first, wins over `later`.
+    fn precedes(&self, later: &Owner) -> String {
+        if self.created < later.created {
+            format!("Ingress {}, which is older", self.name)
+        } else {
+            format!(
+                "Ingress {}, which is as old and comes first by namespace/name",
+                self.name
+            )
+        }
+    }
+}
+
 /// What makes two routes of one host the same route.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct RouteKey {
@@ -110,11 +132,11 @@ struct Builder<'i, 'b> {
     backends: &'b mut Backends<'i>,
     snapshot: Snapshot,
     hosts: BTreeMap<String, Vec<Route>>,
-    /// Which Ingress (`namespace/name`) owns each route.
-    routes: HashMap<RouteKey, String>,
-    default_owner: Option<String>,
+    /// Which Ingress owns each route.
+    routes: HashMap<RouteKey, Owner>,
+    default_owner: Option<Owner>,
     /// TLS host to (certificate id, owning Ingress).
-    sni: BTreeMap<String, (String, String)>,
+    sni: BTreeMap<String, (String, Owner)>,
 }
 
 impl<'i, 'b> Builder<'i, 'b> {
@@ -136,7 +158,10 @@ impl<'i, 'b> Builder<'i, 'b> {
     /// Adds one Ingress; returns its warnings. Ingresses must come oldest first.
     fn add(&mut self, key: &ObjectKey, ingress: &Ingress) -> Vec<Warning> {
         let mut warnings = Vec::new();
-        let owner = key.to_string();
+        let owner = Owner {
+            name: key.to_string(),
+            created: age(ingress).cloned(),
+        };
         let Some(spec) = ingress.spec.as_ref() else {
             return warnings;
         };
@@ -155,7 +180,7 @@ impl<'i, 'b> Builder<'i, 'b> {
                     Err(why) => {
                         warnings.push(Warning::new(
                             "InvalidHost",
-                            format!("rule host {written_host:?} {why}; rule skipped"),
+                            format!("rule host {written_host:?} is invalid: {why}; rule skipped"),
                         ));
                         continue;
                     }
@@ -169,7 +194,14 @@ impl<'i, 'b> Builder<'i, 'b> {
             for path in paths {
                 let shown_host = if host.is_empty() { "*" } else { host.as_str() };
                 let written_path = path.path.as_deref().unwrap_or("");
-                let at = format!("rule host {shown_host} path {written_path:?}");
+                let at = if path.path_type.is_empty() {
+                    format!("rule host {shown_host} path {written_path:?}")
+                } else {
+                    format!(
+                        "rule host {shown_host} path {written_path:?} ({})",
+                        path.path_type
+                    )
+                };
                 let (exact, value) = match (path.path_type.as_str(), written_path) {
                     ("", _) => {
                         warnings.push(Warning::new(
@@ -222,14 +254,11 @@ impl<'i, 'b> Builder<'i, 'b> {
                     let by = if *holder == owner {
                         "an earlier path of this Ingress".to_owned()
                     } else {
-                        format!("Ingress {holder}, which is older")
+                        holder.precedes(&owner)
                     };
                     warnings.push(Warning::new(
                         "ConflictingRule",
-                        format!(
-                            "{at} ({}) is already served by {by}; path skipped",
-                            path.path_type
-                        ),
+                        format!("{at} is already served by {by}; path skipped"),
                     ));
                     continue;
                 }
@@ -238,7 +267,7 @@ impl<'i, 'b> Builder<'i, 'b> {
                     Err(warning) => {
                         warnings.push(Warning::new(
                             warning.reason,
-                            format!("{at}: {}", warning.message),
+                            format!("{at}: {}; path skipped", warning.message),
                         ));
                         continue;
                     }
@@ -255,7 +284,7 @@ impl<'i, 'b> Builder<'i, 'b> {
 
                 self.routes.insert(route_key, owner.clone());
                 let route = Route {
-                    id: format!("{owner}:{shown_host}:{}:{value}", path.path_type),
+                    id: format!("{}:{shown_host}:{}:{value}", owner.name, path.path_type),
                     path: Some(PathMatch {
                         kind: if exact {
                             PathKind::Exact
@@ -285,7 +314,7 @@ impl<'i, 'b> Builder<'i, 'b> {
                     Ok(host) => hosts.push(host),
                     Err(why) => warnings.push(Warning::new(
                         "InvalidHost",
-                        format!("spec.tls[{i}] host {written:?} {why}; host skipped"),
+                        format!("spec.tls[{i}] host {written:?} is invalid: {why}; host skipped"),
                     )),
                 }
             }
@@ -325,7 +354,7 @@ impl<'i, 'b> Builder<'i, 'b> {
                         let by = if *holder == owner {
                             "an earlier spec.tls entry of this Ingress".to_owned()
                         } else {
-                            format!("Ingress {holder}, which is older")
+                            holder.precedes(&owner)
                         };
                         warnings.push(Warning::new(
                             "ConflictingTLSHost",
@@ -350,7 +379,7 @@ impl<'i, 'b> Builder<'i, 'b> {
     fn default_backend(
         &mut self,
         key: &ObjectKey,
-        owner: &str,
+        owner: &Owner,
         backend: &k8s_openapi::api::networking::v1::IngressBackend,
         warnings: &mut Vec<Warning>,
     ) {
@@ -359,7 +388,7 @@ impl<'i, 'b> Builder<'i, 'b> {
             Err(warning) => {
                 warnings.push(Warning::new(
                     warning.reason,
-                    format!("spec.defaultBackend: {}", warning.message),
+                    format!("spec.defaultBackend: {}; ignored", warning.message),
                 ));
                 return;
             }
@@ -369,7 +398,8 @@ impl<'i, 'b> Builder<'i, 'b> {
             warnings.push(Warning::new(
                 "ConflictingDefaultBackend",
                 format!(
-                    "spec.defaultBackend is ignored: the default backend of Ingress {holder}, which is older, is used"
+                    "spec.defaultBackend is ignored in favour of the default backend of {}",
+                    holder.precedes(owner)
                 ),
             ));
             return;
@@ -381,7 +411,7 @@ impl<'i, 'b> Builder<'i, 'b> {
                 .or_insert_with(|| b.clone());
         }
         self.snapshot.default_route = Some(Route {
-            id: format!("{owner}:defaultBackend"),
+            id: format!("{}:defaultBackend", owner.name),
             path: None,
             backend: resolved.id.clone(),
             source: RouteSource {
@@ -391,7 +421,7 @@ impl<'i, 'b> Builder<'i, 'b> {
             },
             policy: RoutePolicy::default(),
         });
-        self.default_owner = Some(owner.to_owned());
+        self.default_owner = Some(owner.clone());
     }
 
     fn finish(mut self) -> Snapshot {

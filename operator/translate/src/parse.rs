@@ -2,7 +2,8 @@
 //!
 //! The text is split into documents the way `kubectl` does (a line that is `---` followed only by
 //! whitespace), so that one broken document does not hide the ones after it, and each piece is
-//! read on its own. Nothing here panics on any input: every document that cannot be taken
+//! read on its own. Decoding goes through the parsed YAML value, strictly typed as the API server
+//! would take the JSON (`host: 42` is a number, not a string), and an error names the field path. Nothing here panics on any input: every document that cannot be taken
 //! becomes a [`ParseProblem`] naming its 1-based number.
 
 use serde::Serialize;
@@ -30,6 +31,9 @@ pub struct Parsed {
 pub struct ParseProblem {
     /// 1-based index of the document in the text.
     pub document: usize,
+    /// 1-based line of the text on which the document starts. Positions in YAML syntax errors
+    /// are lines of the whole text too.
+    pub line: usize,
     pub message: String,
 }
 
@@ -40,11 +44,12 @@ pub struct ParseProblem {
 /// are skipped silently. Secrets have `stringData` merged into `data`, as the API server does.
 pub fn parse_manifests(text: &str, default_namespace: &str) -> Parsed {
     let mut parsed = Parsed::default();
-    for (number, document) in split_documents(text).into_iter().enumerate() {
+    for (number, (line, document)) in split_documents(text).into_iter().enumerate() {
         let number = number + 1;
         let mut problem = |message: String| {
             parsed.problems.push(ParseProblem {
                 document: number,
+                line,
                 message,
             })
         };
@@ -54,6 +59,11 @@ pub fn parse_manifests(text: &str, default_namespace: &str) -> Parsed {
         let value: Value = match serde_yaml_ng::from_str(document) {
             Ok(value) => value,
             Err(err) => {
+                // Parse again behind blank lines, so that positions are lines of the whole text.
+                let padded = format!("{}{document}", "\n".repeat(line - 1));
+                let err = serde_yaml_ng::from_str::<Value>(&padded)
+                    .err()
+                    .unwrap_or(err);
                 problem(format!("invalid YAML: {err}"));
                 continue;
             }
@@ -77,24 +87,23 @@ pub fn parse_manifests(text: &str, default_namespace: &str) -> Parsed {
             }
         };
         if head.is_list() {
-            match mapping.get("items") {
+            let mut mapping = mapping;
+            match mapping.remove("items") {
                 Some(Value::Sequence(items)) => {
-                    for (i, item) in items.iter().enumerate() {
+                    for (i, item) in items.into_iter().enumerate() {
                         let taken = match item {
-                            Value::Mapping(item) => {
-                                Head::of(item, Some(&head)).and_then(|item_head| {
-                                    decode(&item_head, item, Source::ListItem, default_namespace)
-                                })
-                            }
+                            Value::Mapping(item) => Head::of(&item, Some(&head))
+                                .and_then(|item_head| decode(&item_head, item, default_namespace)),
                             other => Err(format!(
                                 "an item must be a mapping (an object), not {}",
-                                value_kind(other)
+                                value_kind(&other)
                             )),
                         };
                         match taken {
                             Ok(object) => parsed.objects.push(object),
                             Err(message) => parsed.problems.push(ParseProblem {
                                 document: number,
+                                line,
                                 message: format!("{}: items[{i}]: {message}", head.kind),
                             }),
                         }
@@ -104,17 +113,12 @@ pub fn parse_manifests(text: &str, default_namespace: &str) -> Parsed {
                 Some(other) => problem(format!(
                     "{}: items must be a sequence, not {}",
                     head.kind,
-                    value_kind(other)
+                    value_kind(&other)
                 )),
             }
             continue;
         }
-        match decode(
-            &head,
-            &mapping,
-            Source::Document(document),
-            default_namespace,
-        ) {
+        match decode(&head, mapping, default_namespace) {
             Ok(object) => parsed.objects.push(object),
             Err(message) => problem(message),
         }
@@ -122,23 +126,25 @@ pub fn parse_manifests(text: &str, default_namespace: &str) -> Parsed {
     parsed
 }
 
-/// Splits `text` into documents on separator lines, as kubectl's YAML reader does. A leading
-/// piece holding only comments and blank lines before the first separator is not a document.
-fn split_documents(text: &str) -> Vec<&str> {
+/// Splits `text` into documents on separator lines, as kubectl's YAML reader does, each with the
+/// 1-based line it starts on. A leading piece holding only comments and blank lines before the
+/// first separator is not a document.
+fn split_documents(text: &str) -> Vec<(usize, &str)> {
     let mut documents = Vec::new();
-    let mut start = 0;
+    let (mut start, mut start_line) = (0, 1);
     let mut offset = 0;
-    for line in text.split_inclusive('\n') {
+    for (i, line) in text.split_inclusive('\n').enumerate() {
         if let Some(rest) = line.strip_prefix("---")
             && rest.trim().is_empty()
         {
-            documents.push(&text[start..offset]);
+            documents.push((start_line, &text[start..offset]));
             start = offset + line.len();
+            start_line = i + 2;
         }
         offset += line.len();
     }
-    documents.push(&text[start..]);
-    if documents.len() > 1 && is_blank(documents[0]) {
+    documents.push((start_line, &text[start..]));
+    if documents.len() > 1 && is_blank(documents[0].1) {
         documents.remove(0);
     }
     documents
@@ -214,20 +220,7 @@ impl Head {
     }
 }
 
-/// Where a mapping came from, to decode it again with a useful error path.
-enum Source<'a> {
-    /// A whole document: its text, so errors carry the field path and the line.
-    Document(&'a str),
-    /// An item of a list: errors carry the field path within the item.
-    ListItem,
-}
-
-fn decode(
-    head: &Head,
-    mapping: &Mapping,
-    source: Source<'_>,
-    default_namespace: &str,
-) -> Result<Object, String> {
+fn decode(head: &Head, mapping: Mapping, default_namespace: &str) -> Result<Object, String> {
     let namespaced = |mut meta: ObjectMeta| {
         if meta.namespace.as_deref().is_none_or(str::is_empty) {
             meta.namespace = Some(default_namespace.to_owned());
@@ -237,38 +230,38 @@ fn decode(
     let object = match (head.api_version.as_str(), head.kind.as_str()) {
         ("networking.k8s.io/v1", "IngressClass") => {
             // Cluster-scoped: a namespace written by mistake is dropped.
-            let mut class: IngressClass = typed(head, mapping, &source)?;
+            let mut class: IngressClass = typed(head, mapping)?;
             class.metadata.namespace = None;
             Object::IngressClass(class)
         }
         ("networking.k8s.io/v1", "Ingress") => {
-            let mut o: Ingress = typed(head, mapping, &source)?;
+            let mut o: Ingress = typed(head, mapping)?;
             o.metadata = namespaced(o.metadata);
             Object::Ingress(o)
         }
         ("v1", "Service") => {
-            let mut o: Service = typed(head, mapping, &source)?;
+            let mut o: Service = typed(head, mapping)?;
             o.metadata = namespaced(o.metadata);
             Object::Service(o)
         }
         ("v1", "Secret") => {
-            let mut o: Secret = typed(head, mapping, &source)?;
+            let mut o: Secret = typed(head, mapping)?;
             o.metadata = namespaced(o.metadata);
             merge_string_data(&mut o);
             Object::Secret(o)
         }
         ("v1", "ConfigMap") => {
-            let mut o: ConfigMap = typed(head, mapping, &source)?;
+            let mut o: ConfigMap = typed(head, mapping)?;
             o.metadata = namespaced(o.metadata);
             Object::ConfigMap(o)
         }
         ("discovery.k8s.io/v1", "EndpointSlice") => {
-            let mut o: EndpointSlice = typed(head, mapping, &source)?;
+            let mut o: EndpointSlice = typed(head, mapping)?;
             o.metadata = namespaced(o.metadata);
             Object::EndpointSlice(o)
         }
         ("portico.dev/v1alpha1", "IngressPolicy") => {
-            let mut o: IngressPolicy = typed(head, mapping, &source)?;
+            let mut o: IngressPolicy = typed(head, mapping)?;
             o.metadata = namespaced(o.metadata);
             Object::IngressPolicy(o)
         }
@@ -282,52 +275,24 @@ fn decode(
     Ok(object)
 }
 
-/// Decodes `mapping` as `T`. The first try works on the parsed value; only when it fails is the
-/// source decoded again, to get an error that names the failing field.
-fn typed<T: DeserializeOwned>(
-    head: &Head,
-    mapping: &Mapping,
-    source: &Source<'_>,
-) -> Result<T, String> {
+/// Decodes `mapping` as `T`; an error names the field path, as in
+/// `spec.rules[0].http.paths[0].backend.service.port.number`.
+fn typed<T: DeserializeOwned>(head: &Head, mut mapping: Mapping) -> Result<T, String> {
     // Items of a typed list may lack apiVersion and kind, which k8s-openapi insists on.
-    let mut owned;
-    let mut mapping = mapping;
-    if mapping.get("apiVersion").is_none() || mapping.get("kind").is_none() {
-        owned = mapping.clone();
-        owned.insert("apiVersion".into(), head.api_version.clone().into());
-        owned.insert("kind".into(), head.kind.clone().into());
-        mapping = &owned;
-    }
-    let err = match serde_yaml_ng::from_value::<T>(Value::Mapping(mapping.clone())) {
-        Ok(object) => return Ok(object),
-        Err(err) => err,
-    };
-    let detailed = match source {
-        Source::Document(text) => serde_yaml_ng::from_str::<T>(text)
-            .err()
-            .map(|e| e.to_string()),
-        Source::ListItem => serde_yaml_ng::to_string(mapping)
-            .ok()
-            .and_then(|text| serde_yaml_ng::from_str::<T>(&text).err())
-            .map(without_location),
-    };
-    let message = detailed.unwrap_or_else(|| err.to_string());
-    Err(format!("{} {}: {message}", head.kind, head.name))
-}
-
-/// The error's message without its " at line L column C": the lines of a re-serialised list
-/// item are not the lines of the file.
-fn without_location(err: serde_yaml_ng::Error) -> String {
-    let message = err.to_string();
-    match err.location() {
-        Some(at) => {
-            let suffix = format!(" at line {} column {}", at.line(), at.column());
-            message
-                .strip_suffix(&suffix)
-                .map_or_else(|| message.clone(), str::to_owned)
+    for (key, value) in [("apiVersion", &head.api_version), ("kind", &head.kind)] {
+        if !matches!(mapping.get(key), Some(Value::String(_))) {
+            mapping.insert(key.into(), value.clone().into());
         }
-        None => message,
     }
+    serde_path_to_error::deserialize(Value::Mapping(mapping)).map_err(|err| {
+        let path = err.path().to_string();
+        let err = err.into_inner();
+        if path == "." {
+            format!("{} {}: {err}", head.kind, head.name)
+        } else {
+            format!("{} {}: {path}: {err}", head.kind, head.name)
+        }
+    })
 }
 
 /// Merges `stringData` into `data` (a `stringData` key wins), as the API server does on write.
@@ -488,12 +453,31 @@ spec: {}
     }
 
     #[test]
+    fn problems_carry_the_line_of_their_document_and_errors_the_line_of_the_text() {
+        let parsed = parse(
+            "# comment\n---\napiVersion: v1\nkind: Nope\n---\n\napiVersion: v1\nkind: Service\nmetadata: {name: [\n",
+        );
+        let lines: Vec<_> = parsed
+            .problems
+            .iter()
+            .map(|p| (p.document, p.line))
+            .collect();
+        assert_eq!(lines, [(1, 3), (2, 6)]);
+        assert!(
+            parsed.problems[1].message.contains("at line 10"),
+            "{}",
+            parsed.problems[1].message
+        );
+    }
+
+    #[test]
     fn syntax_errors_do_not_hide_later_documents() {
         let parsed = parse(
             "apiVersion: v1\nkind: Service\nmetadata: {name: [\n---\napiVersion: v1\nkind: Service\nmetadata: {name: ok}\n",
         );
         assert_eq!(parsed.problems.len(), 1);
         assert_eq!(parsed.problems[0].document, 1);
+        assert_eq!(parsed.problems[0].line, 1);
         assert!(
             parsed.problems[0].message.starts_with("invalid YAML: "),
             "{}",
@@ -526,7 +510,6 @@ spec:
             message.contains("spec.rules[0].http.paths[0].backend.service.port.number"),
             "{message}"
         );
-        assert!(message.contains("line 12"), "{message}");
     }
 
     #[test]

@@ -30,22 +30,22 @@ pub(crate) fn certificate(
     let invalid = |why: &str| {
         Warning::new(
             "InvalidCertificate",
-            format!("TLS Secret {namespace}/{name} {why}; its hosts are served over HTTP only"),
+            format!("TLS Secret {namespace}/{name}: {why}; its hosts are served over HTTP only"),
         )
     };
     let (cert, key) = match (field(secret, CERT_KEY), field(secret, KEY_KEY)) {
         (Some(cert), Some(key)) => (cert, key),
         _ if secret.type_.as_deref() == Some(TLS_TYPE) => {
-            return Err(invalid("lacks tls.crt or tls.key"));
+            return Err(invalid("tls.crt or tls.key is missing or empty"));
         }
         _ => {
             return Err(invalid(
-                "is not of type kubernetes.io/tls and has no tls.crt and tls.key",
+                "it is not of type kubernetes.io/tls and holds no tls.crt and tls.key",
             ));
         }
     };
     let (Ok(cert), Ok(key)) = (std::str::from_utf8(cert), std::str::from_utf8(key)) else {
-        return Err(invalid("holds a tls.crt or tls.key that is not PEM text"));
+        return Err(invalid("tls.crt or tls.key is not PEM text"));
     };
     let labels = pem_labels(cert).map_err(|why| invalid(&format!("tls.crt: {why}")))?;
     if !labels.iter().any(|l| l == "CERTIFICATE") {
