@@ -483,6 +483,21 @@ mod tests {
     }
 
     #[test]
+    fn policy_fields_serialise_in_camel_case() {
+        use crate::policy::{Jwks, TokenSource};
+        let jwks = Jwks::Remote { uri: "https://id.example/jwks".into(), cache_duration_ms: 5 };
+        assert_eq!(
+            serde_json::to_string(&jwks).unwrap(),
+            r#"{"remote":{"uri":"https://id.example/jwks","cacheDurationMs":5}}"#
+        );
+        let source = TokenSource::Header { name: "x-token".into(), prefix: String::new() };
+        assert_eq!(
+            serde_json::to_string(&source).unwrap(),
+            r#"{"header":{"name":"x-token","prefix":""}}"#
+        );
+    }
+
+    #[test]
     fn snapshot_roundtrips_through_json() {
         let r = router(vec![("a", vec![route(PathKind::Exact, "/x")])], true);
         let json = serde_json::to_string(r.snapshot()).unwrap();

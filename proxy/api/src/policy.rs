@@ -283,7 +283,7 @@ pub struct JwtProvider {
 
 /// Key set of a JWT provider.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", rename_all_fields = "camelCase")]
 pub enum Jwks {
     /// JWKS JSON resolved from a Secret or ConfigMap.
     Inline(String),
@@ -299,7 +299,7 @@ impl Default for Jwks {
 
 /// A place a credential is read from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", rename_all_fields = "camelCase")]
 pub enum TokenSource {
     /// Header name (lower-case) and a value prefix to strip, e.g. `Bearer `.
     Header {
