@@ -1,0 +1,150 @@
+//! TLS with SNI and the fallback certificate, HTTP/2 by ALPN and by prior knowledge, gRPC with
+//! trailers to an h2c upstream, and WebSocket upgrades.
+
+mod common;
+
+use common::*;
+use http::Request;
+use http_body_util::BodyExt;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_certificates_are_chosen_by_sni() {
+    let backend = Backend::start("web").await;
+    let m = Manifests::new();
+    let (a_pem, a_key, a_der) = certificate(&["a.test"]);
+    let (b_pem, b_key, b_der) = certificate(&["b.test"]);
+    m.write("svc.yaml", &service("web", &[backend.addr.port()], None));
+    m.write("secret-a.yaml", &tls_secret("a-tls", &a_pem, &a_key));
+    m.write("secret-b.yaml", &tls_secret("b-tls", &b_pem, &b_key));
+    m.write("ing-a.yaml", &tls_ingress("a", "a.test", "a-tls", "web"));
+    m.write("ing-b.yaml", &tls_ingress("b", "b.test", "b-tls", "web"));
+    let proxy = Proxy::start(&m.dir, &[]).await;
+
+    let served = |tls: &tokio_rustls::client::TlsStream<tokio::net::TcpStream>| {
+        tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+    };
+    for (sni, der) in [("a.test", &a_der), ("b.test", &b_der), ("A.TEST", &a_der)] {
+        let tls = tls_connect(proxy.https, Some(sni), &[b"http/1.1"]).await;
+        assert_eq!(&served(&tls), der, "certificate for {sni}");
+        let req = Request::get("/").header("host", sni).body(empty()).unwrap();
+        let r = send_on(tls, false, req).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.json()["headers"]["x-forwarded-proto"][0], "https");
+    }
+    // Unknown names and clients without SNI get the generated fallback certificate.
+    for sni in [Some("unknown.test"), None] {
+        let tls = tls_connect(proxy.https, sni, &[b"http/1.1"]).await;
+        let der = served(&tls);
+        assert!(der != a_der && der != b_der, "fallback for {sni:?}");
+    }
+    // A request for a host served with another certificate than the connection's: 421.
+    let tls = tls_connect(proxy.https, Some("a.test"), &[b"http/1.1"]).await;
+    let req = Request::get("/")
+        .header("host", "b.test")
+        .body(empty())
+        .unwrap();
+    assert_eq!(send_on(tls, false, req).await.status, 421);
+
+    // Certificates swap with the snapshot.
+    let (c_pem, c_key, c_der) = certificate(&["a.test"]);
+    let v = proxy.version().await;
+    m.write("secret-a.yaml", &tls_secret("a-tls", &c_pem, &c_key));
+    proxy.wait_version_above(v).await;
+    let tls = tls_connect(proxy.https, Some("a.test"), &[b"http/1.1"]).await;
+    assert_eq!(served(&tls), c_der);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_by_alpn_and_by_prior_knowledge() {
+    let backend = Backend::start("web").await;
+    let m = Manifests::new();
+    let (pem, key, _) = certificate(&["h2.test"]);
+    m.write("svc.yaml", &service("web", &[backend.addr.port()], None));
+    m.write("secret.yaml", &tls_secret("h2-tls", &pem, &key));
+    m.write("ing.yaml", &tls_ingress("h2", "h2.test", "h2-tls", "web"));
+    let proxy = Proxy::start(&m.dir, &[]).await;
+
+    // TLS with ALPN h2.
+    let tls = tls_connect(proxy.https, Some("h2.test"), &[b"h2", b"http/1.1"]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let req = Request::get("https://h2.test/over-tls?x=1")
+        .body(empty())
+        .unwrap();
+    let r = send_on(tls, true, req).await;
+    assert_eq!(r.status, 200);
+    let echo = r.json();
+    assert_eq!(echo["path"], "/over-tls?x=1");
+    assert_eq!(echo["version"], "HTTP/1.1", "the upstream speaks HTTP/1.1");
+    assert_eq!(
+        echo["headers"]["host"][0], "h2.test",
+        ":authority becomes Host"
+    );
+
+    // Cleartext h2 with prior knowledge.
+    let tcp = tokio::net::TcpStream::connect(proxy.http).await.unwrap();
+    let req = Request::get("http://h2.test/h2c").body(empty()).unwrap();
+    let r = send_on(tcp, true, req).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["path"], "/h2c");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_trailers_pass_through_to_an_h2c_upstream() {
+    let backend = Backend::start("grpc").await;
+    let m = Manifests::new();
+    m.write(
+        "svc.yaml",
+        &service("grpc", &[backend.addr.port()], Some("kubernetes.io/h2c")),
+    );
+    m.write(
+        "ing.yaml",
+        &ingress("grpc", "grpc.test", &[("/", "Prefix", "grpc")]),
+    );
+    let proxy = Proxy::start(&m.dir, &[]).await;
+
+    let tcp = tokio::net::TcpStream::connect(proxy.http).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let req = Request::post("http://grpc.test/grpc.Echo/Say")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(
+            http_body_util::Full::new(bytes::Bytes::from_static(b"\0\0\0\0\x02hi"))
+                .map_err(|e| match e {})
+                .boxed(),
+        )
+        .unwrap();
+    let response = sender.send_request(req).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let collected = response.into_body().collect().await.unwrap();
+    let trailers = collected
+        .trailers()
+        .cloned()
+        .expect("trailers reach the client");
+    assert_eq!(trailers["grpc-status"], "0");
+    assert_eq!(trailers["x-backend"], "grpc");
+    assert_eq!(&collected.to_bytes()[..], b"\0\0\0\0\x02hi");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_echo_through_the_proxy() {
+    let backend = Backend::start("ws").await;
+    let m = Manifests::new();
+    m.write("svc.yaml", &service("ws", &[backend.addr.port()], None));
+    m.write(
+        "ing.yaml",
+        &ingress("ws", "ws.test", &[("/", "Prefix", "ws")]),
+    );
+    let proxy = Proxy::start(&m.dir, &[]).await;
+
+    let mut ws = websocket(proxy.http, "ws.test", "/ws").await;
+    for i in 0..10 {
+        ws_echo(&mut ws, &format!("message {i}")).await;
+    }
+    ws.close(None).await.unwrap();
+}
