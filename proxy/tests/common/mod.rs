@@ -605,6 +605,11 @@ impl Client {
         self.try_get(addr, host, path).await.unwrap()
     }
 
+    /// Sends a request and returns the response with its body unread.
+    pub async fn raw(&self, req: Request<TestBody>) -> Response<Incoming> {
+        self.inner.request(req).await.unwrap()
+    }
+
     pub async fn send(&self, req: Request<TestBody>) -> Result<Resp, String> {
         let response = tokio::time::timeout(Duration::from_secs(10), self.inner.request(req))
             .await
