@@ -1,6 +1,8 @@
 //! Portico's custom resources.
 mod ingress_policy;
+mod validate;
 pub use ingress_policy::*;
+pub use validate::validate;
 
 use kube::CustomResourceExt;
 

@@ -239,59 +239,32 @@ fn prepare<'i>(
     let spec = &policy.spec;
     let ns = key.namespace.as_str();
 
-    // Rules the API server enforces by CEL, repeated for standalone mode.
-    if spec.target_refs.is_empty() && spec.target_selectors.is_empty() {
-        state
-            .problems
-            .invalid
-            .push("at least one target is required: set targetRefs or targetSelectors".into());
-    }
-    if spec.defaults.is_none() && spec.overrides.is_none() {
-        state
-            .problems
-            .invalid
-            .push("set defaults, overrides, or both".into());
-    }
-    if spec.overrides.is_some() {
-        let only_classes = spec.target_selectors.is_empty()
-            && spec
-                .target_refs
-                .iter()
-                .all(|r| r.kind == TargetKind::IngressClass);
-        if !only_classes {
-            state.problems.invalid.push(
-                "overrides are only allowed when every targetRef is an IngressClass and there are no targetSelectors".into(),
-            );
+    // The CRD's own CEL rules: the API server enforces them in a cluster; standalone mode has
+    // none, so the same compiled rules run here and a breach is reported, never applied.
+    // As with the API server's refusal, nothing of a policy that breaks them is converted; its
+    // targets are still resolved so that the refusal shows in its status.
+    let cel_ok = match portico_crds::validate(policy) {
+        Ok(()) => true,
+        Err(errors) => {
+            state.problems.invalid.extend(errors);
+            false
         }
-        if platform != Some(ns) {
-            state.problems.invalid.push(match platform {
-                Some(p) => format!(
-                    "overrides are only honoured from the platform namespace {p}; this policy is in {ns}: move it there or use defaults"
-                ),
-                None => "overrides are disabled: no platform namespace is configured; use defaults".to_owned(),
-            });
-        }
-    }
-    for r in &spec.target_refs {
-        if r.kind == TargetKind::IngressClass && (r.host.is_some() || r.path.is_some()) {
-            state.problems.invalid.push(format!(
-                "targetRef IngressClass {}: host and path are only allowed on targets of kind Ingress",
-                r.name
-            ));
-        }
-        if r.path.is_some() != r.host.is_some() {
-            state.problems.invalid.push(format!(
-                "targetRef Ingress {}: a path target needs both host and path",
-                r.name
-            ));
-        }
+    };
+    if spec.overrides.is_some() && platform != Some(ns) {
+        state.problems.invalid.push(match platform {
+            Some(p) => format!(
+                "overrides are only honoured from the platform namespace {p}; this policy is in {ns}: move it there or use defaults"
+            ),
+            None => "overrides are disabled: no platform namespace is configured; use defaults"
+                .to_owned(),
+        });
     }
 
     for (part, body, slot) in [
         ("defaults", spec.defaults.as_ref(), &mut state.defaults),
         ("overrides", spec.overrides.as_ref(), &mut state.overrides),
     ] {
-        if let Some(body) = body {
+        if let Some(body) = body.filter(|_| cel_ok) {
             let mut converter = Converter {
                 index,
                 backends,
