@@ -21,13 +21,13 @@ const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 pub(crate) const LOAD_BALANCER_ANNOTATION: &str = "portico.dev/load-balancer";
 
 /// The port of an Ingress service backend, as written.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum PortRef {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum PortRef<'a> {
     Number(i32),
-    Name(String),
+    Name(&'a str),
 }
 
-impl std::fmt::Display for PortRef {
+impl std::fmt::Display for PortRef<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Number(n) => write!(f, "{n}"),
@@ -46,6 +46,9 @@ pub(crate) struct Resolved {
     pub(crate) backend: Option<Backend>,
     /// Problems, reported on every Ingress that uses this backend.
     pub(crate) warnings: Vec<Warning>,
+    /// A number unique among the backends of one [`Backends`], so that a snapshot can note
+    /// which it already holds without comparing ids.
+    pub(crate) slot: usize,
 }
 
 /// Resolves backends against one index.
@@ -53,7 +56,16 @@ pub(crate) struct Resolved {
 pub(crate) struct Backends<'a> {
     index: &'a Index,
     slices: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
-    cache: HashMap<(String, String, PortRef), Resolved>,
+    /// By namespace, then Service name: looked up by `&str`, so a hit allocates nothing.
+    cache: HashMap<String, HashMap<String, PortCache>>,
+    next_slot: usize,
+}
+
+/// The resolved ports of one Service, by port number or name as the Ingress wrote it.
+#[derive(Debug, Default)]
+struct PortCache {
+    by_number: HashMap<i32, Resolved>,
+    by_name: HashMap<String, Resolved>,
 }
 
 impl<'a> Backends<'a> {
@@ -77,6 +89,7 @@ impl<'a> Backends<'a> {
             index,
             slices,
             cache: HashMap::new(),
+            next_slot: 0,
         }
     }
 
@@ -110,7 +123,7 @@ impl<'a> Backends<'a> {
             .as_ref()
             .and_then(|p| match (&p.number, &p.name) {
                 (Some(n), _) => Some(PortRef::Number(*n)),
-                (None, Some(name)) if !name.is_empty() => Some(PortRef::Name(name.clone())),
+                (None, Some(name)) if !name.is_empty() => Some(PortRef::Name(name)),
                 _ => None,
             });
         let (Some(port), false) = (port, service.name.is_empty()) else {
@@ -122,140 +135,165 @@ impl<'a> Backends<'a> {
                 ),
             ));
         };
-        let key = (namespace.to_owned(), service.name.clone(), port);
-        if !self.cache.contains_key(&key) {
-            let resolved = self.resolve_uncached(&key.0, &key.1, &key.2);
-            self.cache.insert(key.clone(), resolved);
+        let name = service.name.as_str();
+        if !self.cache.contains_key(namespace) {
+            self.cache.insert(namespace.to_owned(), HashMap::new());
         }
-        Ok(&self.cache[&key])
+        let services = self.cache.get_mut(namespace).expect("inserted above");
+        if !services.contains_key(name) {
+            services.insert(name.to_owned(), PortCache::default());
+        }
+        let ports = services.get_mut(name).expect("inserted above");
+        let (index, slices, next_slot) = (self.index, &self.slices, &mut self.next_slot);
+        let mut resolve = || {
+            *next_slot += 1;
+            resolve_uncached(index, slices, namespace, name, port, *next_slot)
+        };
+        Ok(match port {
+            PortRef::Number(n) => ports.by_number.entry(n).or_insert_with(resolve),
+            PortRef::Name(wanted) => {
+                if !ports.by_name.contains_key(wanted) {
+                    ports.by_name.insert(wanted.to_owned(), resolve());
+                }
+                &ports.by_name[wanted]
+            }
+        })
     }
+}
 
-    fn resolve_uncached(&self, namespace: &str, name: &str, port: &PortRef) -> Resolved {
-        let unresolved = |reason: &str, message: String| Resolved {
-            id: format!("{namespace}/{name}:{port}"),
-            backend: None,
-            warnings: vec![Warning::new(reason, message)],
-        };
-        // Never looked up in another namespace: an Ingress can only reach its own Services.
-        let Some(service) = self.index.services.get(&ObjectKey::new(namespace, name)) else {
-            return unresolved(
-                "ServiceNotFound",
-                format!("Service {namespace}/{name} not found; its routes answer 503"),
-            );
-        };
-        let spec = service.spec.as_ref();
-        if spec.and_then(|s| s.type_.as_deref()) == Some("ExternalName") {
-            return unresolved(
-                "UnsupportedServiceType",
-                format!(
-                    "Service {namespace}/{name} is of type ExternalName, which Portico does not support; its routes answer 503"
+fn resolve_uncached(
+    index: &Index,
+    slices: &HashMap<(&str, &str), Vec<&EndpointSlice>>,
+    namespace: &str,
+    name: &str,
+    port: PortRef<'_>,
+    slot: usize,
+) -> Resolved {
+    let unresolved = |reason: &str, message: String| Resolved {
+        id: format!("{namespace}/{name}:{port}"),
+        backend: None,
+        warnings: vec![Warning::new(reason, message)],
+        slot,
+    };
+    // Never looked up in another namespace: an Ingress can only reach its own Services.
+    let Some(service) = index.services.get(&ObjectKey::new(namespace, name)) else {
+        return unresolved(
+            "ServiceNotFound",
+            format!("Service {namespace}/{name} not found; its routes answer 503"),
+        );
+    };
+    let spec = service.spec.as_ref();
+    if spec.and_then(|s| s.type_.as_deref()) == Some("ExternalName") {
+        return unresolved(
+            "UnsupportedServiceType",
+            format!(
+                "Service {namespace}/{name} is of type ExternalName, which Portico does not support; its routes answer 503"
+            ),
+        );
+    }
+    let service_port = spec
+        .and_then(|s| s.ports.as_deref())
+        .unwrap_or_default()
+        .iter()
+        .find(|p| match port {
+            PortRef::Number(n) => p.port == n,
+            PortRef::Name(wanted) => p.name.as_deref() == Some(wanted),
+        });
+    let Some((service_port, number)) =
+        service_port.and_then(|p| Some((p, u16::try_from(p.port).ok()?)))
+    else {
+        return unresolved(
+            "ServicePortNotFound",
+            match port {
+                PortRef::Number(n) => {
+                    format!("Service {namespace}/{name} has no port {n}; its routes answer 503")
+                }
+                PortRef::Name(wanted) => format!(
+                    "Service {namespace}/{name} has no port named {wanted:?}; its routes answer 503"
                 ),
-            );
-        }
-        let service_port = spec
-            .and_then(|s| s.ports.as_deref())
-            .unwrap_or_default()
-            .iter()
-            .find(|p| match port {
-                PortRef::Number(n) => p.port == *n,
-                PortRef::Name(wanted) => p.name.as_deref() == Some(wanted.as_str()),
-            });
-        let Some((service_port, number)) =
-            service_port.and_then(|p| Some((p, u16::try_from(p.port).ok()?)))
-        else {
-            return unresolved(
-                "ServicePortNotFound",
-                match port {
-                    PortRef::Number(n) => {
-                        format!("Service {namespace}/{name} has no port {n}; its routes answer 503")
-                    }
-                    PortRef::Name(wanted) => format!(
-                        "Service {namespace}/{name} has no port named {wanted:?}; its routes answer 503"
-                    ),
-                },
-            );
-        };
-        let mut warnings = Vec::new();
-        let load_balancer = load_balancer(service, &mut warnings);
-        let endpoints = self.endpoints(namespace, name, service_port, &mut warnings);
-        Resolved {
-            id: format!("{namespace}/{name}:{number}"),
-            backend: Some(Backend {
-                service: ServiceRef {
-                    namespace: namespace.to_owned(),
-                    name: name.to_owned(),
-                    port: number,
-                },
-                protocol: protocol(service_port),
-                load_balancer,
-                endpoints,
-            }),
-            warnings,
-        }
+            },
+        );
+    };
+    let mut warnings = Vec::new();
+    let load_balancer = load_balancer(service, &mut warnings);
+    let endpoints = endpoints(slices, namespace, name, service_port, &mut warnings);
+    Resolved {
+        id: format!("{namespace}/{name}:{number}"),
+        backend: Some(Backend {
+            service: ServiceRef {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+                port: number,
+            },
+            protocol: protocol(service_port),
+            load_balancer,
+            endpoints,
+        }),
+        warnings,
+        slot,
     }
+}
 
-    /// Ready endpoints of one Service port, deduplicated and sorted.
-    ///
-    /// EndpointSlice ports carry the Service port's name (`""` or absent for a single unnamed
-    /// port), not its number, so that is what they are matched on. An endpoint is ready when
-    /// `conditions.ready` is true or unset: the API defines nil as ready.
-    fn endpoints(
-        &self,
-        namespace: &str,
-        name: &str,
-        service_port: &ServicePort,
-        warnings: &mut Vec<Warning>,
-    ) -> Vec<Endpoint> {
-        let port_name = service_port.name.as_deref().unwrap_or("");
-        let mut endpoints = BTreeSet::new();
-        let slices = self
-            .slices
-            .get(&(namespace, name))
-            .map_or(&[][..], Vec::as_slice);
-        for slice in slices {
-            let ipv4 = match slice.address_type.as_str() {
-                "IPv4" => true,
-                "IPv6" => false,
-                other => {
-                    warnings.push(Warning::new(
+/// Ready endpoints of one Service port, deduplicated and sorted.
+///
+/// EndpointSlice ports carry the Service port's name (`""` or absent for a single unnamed
+/// port), not its number, so that is what they are matched on. An endpoint is ready when
+/// `conditions.ready` is true or unset: the API defines nil as ready.
+fn endpoints(
+    slices: &HashMap<(&str, &str), Vec<&EndpointSlice>>,
+    namespace: &str,
+    name: &str,
+    service_port: &ServicePort,
+    warnings: &mut Vec<Warning>,
+) -> Vec<Endpoint> {
+    let port_name = service_port.name.as_deref().unwrap_or("");
+    let mut endpoints = BTreeSet::new();
+    let slices = slices
+        .get(&(namespace, name))
+        .map_or(&[][..], Vec::as_slice);
+    for slice in slices {
+        let ipv4 = match slice.address_type.as_str() {
+            "IPv4" => true,
+            "IPv6" => false,
+            other => {
+                warnings.push(Warning::new(
                         "UnsupportedAddressType",
                         format!(
                             "EndpointSlice {namespace}/{} of Service {name} has addressType {other}, which Portico does not support; its endpoints are ignored",
                             slice.metadata.name.as_deref().unwrap_or("")
                         ),
                     ));
-                    continue;
-                }
-            };
-            let Some(port) = slice
-                .ports
-                .as_deref()
-                .unwrap_or_default()
-                .iter()
-                .find(|p| p.name.as_deref().unwrap_or("") == port_name)
-                .and_then(|p| p.port)
-                .and_then(|p| u16::try_from(p).ok())
-            else {
                 continue;
-            };
-            for endpoint in &slice.endpoints {
-                if endpoint.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
-                    continue;
-                }
-                for address in &endpoint.addresses {
-                    // The API server validates addresses; one that does not parse, or is of the
-                    // other family, is ignored rather than trusted.
-                    match address.parse::<IpAddr>() {
-                        Ok(ip) if ip.is_ipv4() == ipv4 => {
-                            endpoints.insert(Endpoint { address: ip, port });
-                        }
-                        _ => {}
+            }
+        };
+        let Some(port) = slice
+            .ports
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .find(|p| p.name.as_deref().unwrap_or("") == port_name)
+            .and_then(|p| p.port)
+            .and_then(|p| u16::try_from(p).ok())
+        else {
+            continue;
+        };
+        for endpoint in &slice.endpoints {
+            if endpoint.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
+                continue;
+            }
+            for address in &endpoint.addresses {
+                // The API server validates addresses; one that does not parse, or is of the
+                // other family, is ignored rather than trusted.
+                match address.parse::<IpAddr>() {
+                    Ok(ip) if ip.is_ipv4() == ipv4 => {
+                        endpoints.insert(Endpoint { address: ip, port });
                     }
+                    _ => {}
                 }
             }
         }
-        endpoints.into_iter().collect()
     }
+    endpoints.into_iter().collect()
 }
 
 /// The upstream protocol of a Service port: `appProtocol` when set, else the port's name.

@@ -17,7 +17,8 @@
 //! - The snapshot of the legacy class `portico` exists when an IngressClass of that name is ours,
 //!   when an Ingress selects it through the annotation, or when `only_class` names it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::rc::Rc;
 
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -117,13 +118,14 @@ impl Owner {
     }
 }
 
-/// What makes two routes of one host the same route.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct RouteKey {
-    host: String,
-    exact: bool,
-    /// Prefixes without trailing slashes.
-    path: String,
+/// The routes of one host, and which Ingress owns each path.
+#[derive(Debug, Default)]
+struct HostRoutes {
+    routes: Vec<Route>,
+    /// Exact paths as written.
+    exact: HashMap<String, Rc<Owner>>,
+    /// Prefixes without trailing slashes: `/foo` and `/foo/` match the same requests.
+    prefix: HashMap<String, Rc<Owner>>,
 }
 
 /// One snapshot under construction.
@@ -131,12 +133,12 @@ struct Builder<'i, 'b> {
     index: &'i Index,
     backends: &'b mut Backends<'i>,
     snapshot: Snapshot,
-    hosts: BTreeMap<String, Vec<Route>>,
-    /// Which Ingress owns each route.
-    routes: HashMap<RouteKey, Owner>,
-    default_owner: Option<Owner>,
+    hosts: BTreeMap<String, HostRoutes>,
+    /// Backends already in the snapshot, by [`crate::backend::Resolved::slot`].
+    used_backends: HashSet<usize>,
+    default_owner: Option<Rc<Owner>>,
     /// TLS host to (certificate id, owning Ingress).
-    sni: BTreeMap<String, (String, Owner)>,
+    sni: BTreeMap<String, (String, Rc<Owner>)>,
 }
 
 impl<'i, 'b> Builder<'i, 'b> {
@@ -149,19 +151,19 @@ impl<'i, 'b> Builder<'i, 'b> {
                 ..Snapshot::default()
             },
             hosts: BTreeMap::new(),
-            routes: HashMap::new(),
+            used_backends: HashSet::new(),
             default_owner: None,
             sni: BTreeMap::new(),
         }
     }
 
     /// Adds one Ingress; returns its warnings. Ingresses must come oldest first.
-    fn add(&mut self, key: &ObjectKey, ingress: &Ingress) -> Vec<Warning> {
+    fn add(&mut self, key: &'i ObjectKey, ingress: &'i Ingress) -> Vec<Warning> {
         let mut warnings = Vec::new();
-        let owner = Owner {
+        let owner = Rc::new(Owner {
             name: key.to_string(),
             created: age(ingress).cloned(),
-        };
+        });
         let Some(spec) = ingress.spec.as_ref() else {
             return warnings;
         };
@@ -191,22 +193,29 @@ impl<'i, 'b> Builder<'i, 'b> {
                 .as_ref()
                 .map(|h| h.paths.as_slice())
                 .unwrap_or_default();
+            if paths.is_empty() {
+                continue;
+            }
+            let shown_host = if host.is_empty() { "*" } else { host.as_str() };
+            let vhost = self.hosts.entry(host.clone()).or_default();
             for path in paths {
-                let shown_host = if host.is_empty() { "*" } else { host.as_str() };
                 let written_path = path.path.as_deref().unwrap_or("");
-                let at = if path.path_type.is_empty() {
-                    format!("rule host {shown_host} path {written_path:?}")
-                } else {
-                    format!(
-                        "rule host {shown_host} path {written_path:?} ({})",
-                        path.path_type
-                    )
+                // Built only for a warning: most paths have none.
+                let at = || {
+                    if path.path_type.is_empty() {
+                        format!("rule host {shown_host} path {written_path:?}")
+                    } else {
+                        format!(
+                            "rule host {shown_host} path {written_path:?} ({})",
+                            path.path_type
+                        )
+                    }
                 };
                 let (exact, value) = match (path.path_type.as_str(), written_path) {
                     ("", _) => {
                         warnings.push(Warning::new(
                             "InvalidPathType",
-                            format!("{at}: pathType is required; path skipped"),
+                            format!("{}: pathType is required; path skipped", at()),
                         ));
                         continue;
                     }
@@ -215,7 +224,8 @@ impl<'i, 'b> Builder<'i, 'b> {
                         warnings.push(Warning::new(
                             "InvalidPath",
                             format!(
-                                "{at}: must be an absolute path, starting with '/'; path skipped"
+                                "{}: must be an absolute path, starting with '/'; path skipped",
+                                at()
                             ),
                         ));
                         continue;
@@ -225,7 +235,7 @@ impl<'i, 'b> Builder<'i, 'b> {
                         if let Some(why) = invalid_path(p) {
                             warnings.push(Warning::new(
                                 "InvalidPath",
-                                format!("{at}: {why}; path skipped"),
+                                format!("{}: {why}; path skipped", at()),
                             ));
                             continue;
                         }
@@ -235,30 +245,27 @@ impl<'i, 'b> Builder<'i, 'b> {
                         warnings.push(Warning::new(
                             "InvalidPathType",
                             format!(
-                                "{at}: pathType {other:?} is not Exact, Prefix or ImplementationSpecific; path skipped"
+                                "{}: pathType {other:?} is not Exact, Prefix or ImplementationSpecific; path skipped",
+                                at()
                             ),
                         ));
                         continue;
                     }
                 };
-                let route_key = RouteKey {
-                    host: host.clone(),
-                    exact,
-                    path: if exact {
-                        value.to_owned()
-                    } else {
-                        trim_trailing_slashes(value).to_owned()
-                    },
+                let (claims, claimed) = if exact {
+                    (&mut vhost.exact, value)
+                } else {
+                    (&mut vhost.prefix, trim_trailing_slashes(value))
                 };
-                if let Some(holder) = self.routes.get(&route_key) {
-                    let by = if *holder == owner {
+                if let Some(holder) = claims.get(claimed) {
+                    let by = if holder.name == owner.name {
                         "an earlier path of this Ingress".to_owned()
                     } else {
                         holder.precedes(&owner)
                     };
                     warnings.push(Warning::new(
                         "ConflictingRule",
-                        format!("{at} is already served by {by}; path skipped"),
+                        format!("{} is already served by {by}; path skipped", at()),
                     ));
                     continue;
                 }
@@ -267,23 +274,21 @@ impl<'i, 'b> Builder<'i, 'b> {
                     Err(warning) => {
                         warnings.push(Warning::new(
                             warning.reason,
-                            format!("{at}: {}; path skipped", warning.message),
+                            format!("{}: {}; path skipped", at(), warning.message),
                         ));
                         continue;
                     }
                 };
                 warnings.extend(resolved.warnings.iter().cloned());
-                let backend_id = resolved.id.clone();
-                if let Some(backend) = &resolved.backend {
-                    if !self.snapshot.backends.contains_key(&backend_id) {
-                        self.snapshot
-                            .backends
-                            .insert(backend_id.clone(), backend.clone());
-                    }
+                if let Some(backend) = &resolved.backend
+                    && self.used_backends.insert(resolved.slot)
+                {
+                    self.snapshot
+                        .backends
+                        .insert(resolved.id.clone(), backend.clone());
                 }
-
-                self.routes.insert(route_key, owner.clone());
-                let route = Route {
+                claims.insert(claimed.to_owned(), Rc::clone(&owner));
+                vhost.routes.push(Route {
                     id: format!("{}:{shown_host}:{}:{value}", owner.name, path.path_type),
                     path: Some(PathMatch {
                         kind: if exact {
@@ -293,7 +298,7 @@ impl<'i, 'b> Builder<'i, 'b> {
                         },
                         value: value.to_owned(),
                     }),
-                    backend: backend_id,
+                    backend: resolved.id.clone(),
                     source: RouteSource {
                         namespace: key.namespace.clone(),
                         ingress: key.name.clone(),
@@ -302,8 +307,7 @@ impl<'i, 'b> Builder<'i, 'b> {
                         path_type: path.path_type.clone(),
                     },
                     policy: RoutePolicy::default(),
-                };
-                self.hosts.entry(host.clone()).or_default().push(route);
+                });
             }
         }
 
@@ -351,7 +355,7 @@ impl<'i, 'b> Builder<'i, 'b> {
                         } else {
                             host.as_str()
                         };
-                        let by = if *holder == owner {
+                        let by = if holder.name == owner.name {
                             "an earlier spec.tls entry of this Ingress".to_owned()
                         } else {
                             holder.precedes(&owner)
@@ -368,7 +372,7 @@ impl<'i, 'b> Builder<'i, 'b> {
                             .certificates
                             .entry(id.clone())
                             .or_insert_with(|| certificate.clone());
-                        self.sni.insert(host, (id.clone(), owner.clone()));
+                        self.sni.insert(host, (id.clone(), Rc::clone(&owner)));
                     }
                 }
             }
@@ -378,9 +382,9 @@ impl<'i, 'b> Builder<'i, 'b> {
 
     fn default_backend(
         &mut self,
-        key: &ObjectKey,
-        owner: &Owner,
-        backend: &k8s_openapi::api::networking::v1::IngressBackend,
+        key: &'i ObjectKey,
+        owner: &Rc<Owner>,
+        backend: &'i k8s_openapi::api::networking::v1::IngressBackend,
         warnings: &mut Vec<Warning>,
     ) {
         let resolved = match self.backends.resolve(&key.namespace, backend) {
@@ -404,11 +408,12 @@ impl<'i, 'b> Builder<'i, 'b> {
             ));
             return;
         }
-        if let Some(b) = &resolved.backend {
+        if let Some(b) = &resolved.backend
+            && self.used_backends.insert(resolved.slot)
+        {
             self.snapshot
                 .backends
-                .entry(resolved.id.clone())
-                .or_insert_with(|| b.clone());
+                .insert(resolved.id.clone(), b.clone());
         }
         self.snapshot.default_route = Some(Route {
             id: format!("{}:defaultBackend", owner.name),
@@ -421,14 +426,15 @@ impl<'i, 'b> Builder<'i, 'b> {
             },
             policy: RoutePolicy::default(),
         });
-        self.default_owner = Some(owner.clone());
+        self.default_owner = Some(Rc::clone(owner));
     }
 
     fn finish(mut self) -> Snapshot {
         self.snapshot.hosts = self
             .hosts
             .into_iter()
-            .map(|(host, mut routes)| {
+            .filter(|(_, vhost)| !vhost.routes.is_empty())
+            .map(|(host, HostRoutes { mut routes, .. })| {
                 routes.sort_by(|a, b| route_order(a).cmp(&route_order(b)));
                 VirtualHost { host, routes }
             })
