@@ -10,12 +10,24 @@
 //! - A path whose backend names a missing Service or port keeps its route, pointing at a backend
 //!   id that has no entry in the snapshot, so it answers 503 instead of falling through to
 //!   another route.
-//! - `ImplementationSpecific` is `Prefix`; with no path it is `/`.
+//! - `ImplementationSpecific` is `Prefix`; with no path it is `/`. A host left with no valid path
+//!   has no virtual host.
+//! - `spec.defaultBackend` of the oldest Ingress that has a Service one becomes the snapshot's
+//!   default route (id `namespace/ingress:defaultBackend`); the later ones get
+//!   `ConflictingDefaultBackend`. A `resource` default backend is refused and claims nothing.
 //! - A `spec.tls` entry without hosts gives the default certificate (SNI host `""`), used for
 //!   clients that send no or an unknown server name. A TLS host claimed by two Ingresses with
 //!   different Secrets goes to the oldest; only Secrets that hold a usable certificate claim.
-//! - The snapshot of the legacy class `portico` exists when an IngressClass of that name is ours,
-//!   when an Ingress selects it through the annotation, or when `only_class` names it.
+//! - Every IngressClass of ours has a snapshot, Ingresses or not. The legacy class `portico` has
+//!   one when an IngressClass of that name is ours, when an Ingress selects it through the
+//!   annotation, or when `only_class` names it. `only_class` naming a class that is not ours
+//!   gives no snapshot; so does `combine_classes` when no class is served at all.
+//! - Backends: see [`crate::backend`]; certificates: see [`crate::tls`]; hosts and paths are
+//!   validated as the API server does ([`crate::host`]), since standalone mode has none.
+//!
+//! Which route a request takes (Exact before Prefix, longest element-wise prefix, exact host
+//! before wildcard before any host) is the matcher's, in `portico_api`; this module only emits
+//! the routes.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::rc::Rc;
@@ -508,7 +520,13 @@ mod tests {
     fn kubernetes_docs_path_matching_examples() {
         use PathKind::{Exact, Prefix};
         // (paths as (pathType, path), request, the path expected to match or None for no match)
-        let rows: &[(&[(&str, &str)], &str, Option<(PathKind, &str)>)] = &[
+        /// (pathType, path) pairs of the Ingress, the request path, and the matched path.
+        type Row<'a> = (
+            &'a [(&'a str, &'a str)],
+            &'a str,
+            Option<(PathKind, &'a str)>,
+        );
+        let rows: &[Row] = &[
             (&[("Prefix", "/")], "/anything/at/all", Some((Prefix, "/"))),
             (&[("Exact", "/foo")], "/foo", Some((Exact, "/foo"))),
             (&[("Exact", "/foo")], "/bar", None),

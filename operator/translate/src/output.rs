@@ -13,8 +13,8 @@ pub struct Output {
     /// One snapshot per served IngressClass, by class name (or the joined names when classes
     /// are combined).
     pub snapshots: BTreeMap<String, Snapshot>,
-    /// Every Ingress Portico serves, with what went wrong in it. Ingresses of other
-    /// controllers are absent.
+    /// Every Ingress Portico serves, by `namespace/name`, with what went wrong in it (warnings
+    /// sorted and deduplicated). Ingresses of other controllers are absent.
     pub ingresses: BTreeMap<String, IngressReport>,
     /// Status of every IngressPolicy, by `namespace/name`.
     pub policies: BTreeMap<String, IngressPolicyStatus>,
