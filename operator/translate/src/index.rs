@@ -1,7 +1,8 @@
 //! The index: every watched object, by kind and key.
 //!
-//! The operator's watchers call [`Index::apply`] and [`Index::delete`]; standalone mode builds a
-//! fresh index from parsed files. Translation only reads it.
+//! The operator's watchers call [`Index::apply`] and [`Index::delete`]; after a re-list they clear
+//! that kind's map (the fields are public) and apply again. Standalone mode builds a fresh index
+//! from parsed files. Translation only reads it.
 
 use std::collections::BTreeMap;
 
@@ -48,6 +49,23 @@ pub enum Object {
     Secret(Secret),
     ConfigMap(ConfigMap),
     IngressPolicy(IngressPolicy),
+}
+
+impl Object {
+    /// The key the index holds this object under (no namespace for an IngressClass).
+    pub fn key(&self) -> ObjectKey {
+        match self {
+            Object::IngressClass(o) => {
+                ObjectKey::new("", o.metadata.name.clone().unwrap_or_default())
+            }
+            Object::Ingress(o) => key_of(&o.metadata),
+            Object::Service(o) => key_of(&o.metadata),
+            Object::EndpointSlice(o) => key_of(&o.metadata),
+            Object::Secret(o) => key_of(&o.metadata),
+            Object::ConfigMap(o) => key_of(&o.metadata),
+            Object::IngressPolicy(o) => key_of(&o.metadata),
+        }
+    }
 }
 
 /// Every object translation reads, by key. BTreeMaps keep iteration, and so output, ordered.
@@ -108,6 +126,21 @@ impl Index {
         }
     }
 
+    /// Removes `object` (as a watcher reports a deletion: only its kind and key matter).
+    /// Returns whether the index held it.
+    pub fn delete(&mut self, object: &Object) -> bool {
+        let key = object.key();
+        match object {
+            Object::IngressClass(_) => self.ingress_classes.remove(&key.name).is_some(),
+            Object::Ingress(_) => self.ingresses.remove(&key).is_some(),
+            Object::Service(_) => self.services.remove(&key).is_some(),
+            Object::EndpointSlice(_) => self.endpoint_slices.remove(&key).is_some(),
+            Object::Secret(_) => self.secrets.remove(&key).is_some(),
+            Object::ConfigMap(_) => self.config_maps.remove(&key).is_some(),
+            Object::IngressPolicy(_) => self.policies.remove(&key).is_some(),
+        }
+    }
+
     /// Total number of objects held.
     pub fn len(&self) -> usize {
         self.ingress_classes.len()
@@ -122,5 +155,50 @@ impl Index {
     /// True when the index holds nothing.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::Service;
+    use k8s_openapi::api::networking::v1::IngressClass;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    use super::*;
+
+    fn service(namespace: &str, name: &str) -> Object {
+        Object::Service(Service {
+            metadata: ObjectMeta {
+                namespace: Some(namespace.to_owned()),
+                name: Some(name.to_owned()),
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn apply_and_delete() {
+        let class = Object::IngressClass(IngressClass {
+            metadata: ObjectMeta {
+                name: Some("portico".to_owned()),
+                ..Default::default()
+            },
+            spec: None,
+        });
+        assert_eq!(class.key(), ObjectKey::new("", "portico"));
+        let mut index =
+            Index::from_objects([service("a", "web"), service("b", "web"), class.clone()]);
+        assert_eq!(index.len(), 3);
+
+        let web = service("a", "web");
+        assert_eq!(web.key().to_string(), "a/web");
+        assert!(index.delete(&web));
+        assert!(!index.delete(&web));
+        assert!(index.delete(&class));
+        let keys: Vec<_> = index.services.keys().map(ToString::to_string).collect();
+        assert_eq!(keys, ["b/web"]);
+        assert!(index.delete(&service("b", "web")));
+        assert!(index.is_empty());
     }
 }
