@@ -1,5 +1,7 @@
 //! Translation at cluster scale: 10,000 Ingresses (one host, ten paths over ten Services each),
-//! 10,000 Services and 10,000 EndpointSlices of three endpoints, in 100 namespaces.
+//! 10,000 Services and 10,000 EndpointSlices of three endpoints, in 100 namespaces; then the
+//! same with an IngressPolicy on every Ingress plus one on the class, so that policy
+//! resolution is measured at the same scale.
 //!
 //! `cargo bench -p portico-translate --bench translate`
 
@@ -57,6 +59,28 @@ fn manifests() -> String {
     text
 }
 
+/// One IngressPolicy per Ingress (timeouts and a rate limit) and a class-wide default.
+fn policies() -> String {
+    let mut text = String::from(
+        "---\napiVersion: portico.dev/v1alpha1\nkind: IngressPolicy\n\
+         metadata: {name: baseline, namespace: portico-system}\n\
+         spec:\n  targetRefs: [{group: networking.k8s.io, kind: IngressClass, name: portico}]\n\
+           defaults: {retry: {attempts: 1, on: [connect-failure]}}\n",
+    );
+    for ns in 0..NAMESPACES {
+        for i in 0..PER_NAMESPACE {
+            let _ = write!(
+                text,
+                "---\napiVersion: portico.dev/v1alpha1\nkind: IngressPolicy\n\
+                 metadata: {{name: app-{i}, namespace: ns-{ns}}}\n\
+                 spec:\n  targetRefs: [{{group: networking.k8s.io, kind: Ingress, name: app-{i}}}]\n\
+                   defaults:\n    timeouts: {{request: 30s}}\n    rateLimit: {{rules: [{{name: per-ip, key: {{type: ClientIP}}, limit: {{requests: 100, period: 1s}}}}]}}\n"
+            );
+        }
+    }
+    text
+}
+
 fn bench(c: &mut Criterion) {
     let text = manifests();
     let parsed = parse_manifests(&text, "default");
@@ -79,6 +103,24 @@ fn bench(c: &mut Criterion) {
     });
     c.bench_function("parse_manifests", |b| {
         b.iter(|| parse_manifests(black_box(&text), "default"))
+    });
+
+    let with_policies = format!("{text}{}", policies());
+    let parsed = parse_manifests(&with_policies, "default");
+    assert!(parsed.problems.is_empty(), "{:?}", &parsed.problems[..1]);
+    let index = Index::from_objects(parsed.objects);
+    let output = translate(&index, &Options::default());
+    let accepted = output
+        .policies
+        .values()
+        .filter(|s| !s.ancestors.is_empty())
+        .count();
+    println!(
+        "with {} IngressPolicies ({accepted} with status)",
+        index.policies.len()
+    );
+    c.bench_function("translate with a policy per Ingress", |b| {
+        b.iter(|| translate(black_box(&index), black_box(&Options::default())))
     });
 }
 

@@ -33,11 +33,11 @@
 
 mod convert;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use portico_api::{ClientCa, Route, RoutePolicy, Snapshot, SniHost};
+use portico_api::{ClientCa, Route, RoutePolicy, RouteSource, Snapshot, SniHost};
 use portico_crds::conditions::{self as cond, accepted, programmed, resolved_refs};
 use portico_crds::{
     AncestorRef, IngressPolicy, IngressPolicyStatus, LabelOperator, PolicyAncestorStatus,
@@ -204,24 +204,24 @@ fn served_classes(index: &Index, options: &Options, out: &Output) -> BTreeSet<St
     served
 }
 
-/// `(namespace, ingress, lower-case host, path, pathType)` of every route.
-type PathId = (String, String, String, String, String);
+/// The sources of every served route, by `(namespace, ingress)`: a path target is checked
+/// against its own Ingress's few paths, never against every route.
+type ServedPaths<'o> = HashMap<(&'o str, &'o str), Vec<&'o RouteSource>>;
 
-fn served_paths(out: &Output) -> BTreeSet<PathId> {
-    out.snapshots
+fn served_paths(out: &Output) -> ServedPaths<'_> {
+    let mut paths: ServedPaths<'_> = HashMap::new();
+    for route in out
+        .snapshots
         .values()
-        .flat_map(|s| s.hosts.iter().flat_map(|h| h.routes.iter()))
-        .map(|r| {
-            let s = &r.source;
-            (
-                s.namespace.clone(),
-                s.ingress.clone(),
-                s.host.to_ascii_lowercase(),
-                s.path.clone(),
-                s.path_type.clone(),
-            )
-        })
-        .collect()
+        .flat_map(|s| s.hosts.iter().flat_map(|h| &h.routes))
+    {
+        let source = &route.source;
+        paths
+            .entry((source.namespace.as_str(), source.ingress.as_str()))
+            .or_default()
+            .push(source);
+    }
+    paths
 }
 
 /// Validates a policy, converts its bodies and resolves its targets into attachments.
@@ -231,7 +231,7 @@ fn prepare<'i>(
     backends: &mut Backends<'i>,
     platform: Option<&str>,
     served: &BTreeSet<String>,
-    paths: &BTreeSet<PathId>,
+    paths: &ServedPaths<'_>,
     out: &Output,
 ) {
     let policy: &'i IngressPolicy = state.policy;
@@ -310,13 +310,15 @@ fn prepare<'i>(
                     (Some(host), Some(path)) => {
                         let path_type = r.path_type.map(|t| t.as_str().to_owned());
                         let host = host.to_ascii_lowercase();
-                        let found = paths.iter().any(|(pns, ping, phost, ppath, ptype)| {
-                            *pns == ingress.namespace
-                                && *ping == ingress.name
-                                && *phost == host
-                                && ppath == path
-                                && path_type.as_ref().is_none_or(|t| t == ptype)
-                        });
+                        let found = paths
+                            .get(&(ingress.namespace.as_str(), ingress.name.as_str()))
+                            .is_some_and(|sources| {
+                                sources.iter().any(|s| {
+                                    s.host.eq_ignore_ascii_case(&host)
+                                        && s.path == *path
+                                        && path_type.as_ref().is_none_or(|t| *t == s.path_type)
+                                })
+                            });
                         if found {
                             state.attachments.push((
                                 Attach::Path {
@@ -420,21 +422,66 @@ struct Candidate<'s, 'i> {
     body: &'s Converted,
 }
 
+/// Which `(policy, attachment)` pairs can reach a route: those on its class and those on its
+/// Ingress. A route looks at these only, so resolution stays linear in routes plus targets.
+#[derive(Default)]
+struct Reach {
+    by_class: HashMap<String, Vec<(usize, usize)>>,
+    /// namespace, then Ingress name.
+    by_ingress: HashMap<String, HashMap<String, Vec<(usize, usize)>>>,
+}
+
+impl Reach {
+    fn new(states: &[State<'_>]) -> Self {
+        let mut reach = Self::default();
+        for (s, state) in states.iter().enumerate().filter(|(_, st)| st.accepted()) {
+            for (a, (attach, _)) in state.attachments.iter().enumerate() {
+                let list = match attach {
+                    Attach::Class(class) => reach.by_class.entry(class.clone()).or_default(),
+                    Attach::Ingress { ingress, .. } | Attach::Path { ingress, .. } => reach
+                        .by_ingress
+                        .entry(ingress.namespace.clone())
+                        .or_default()
+                        .entry(ingress.name.clone())
+                        .or_default(),
+                };
+                list.push((s, a));
+            }
+        }
+        reach
+    }
+
+    /// Pairs for a route of `class` from `namespace/ingress`, in policy then attachment order.
+    fn pairs(&self, class: &str, namespace: &str, ingress: &str) -> Vec<(usize, usize)> {
+        let on_ingress = self.by_ingress.get(namespace).and_then(|m| m.get(ingress));
+        let mut pairs: Vec<(usize, usize)> = self
+            .by_class
+            .get(class)
+            .into_iter()
+            .chain(on_ingress)
+            .flatten()
+            .copied()
+            .collect();
+        pairs.sort_unstable();
+        pairs
+    }
+}
+
 fn candidates<'s, 'i>(
     states: &'s [State<'i>],
+    reach: &Reach,
     platform: Option<&str>,
     class: &str,
     route: &Route,
 ) -> Vec<Candidate<'s, 'i>> {
     let src = &route.source;
     let mut found: Vec<Candidate<'s, 'i>> = Vec::new();
-    for (s, state) in states.iter().enumerate() {
-        if !state.accepted() {
-            continue;
-        }
+    for (s, a) in reach.pairs(class, &src.namespace, &src.ingress) {
+        let state = &states[s];
         let created = state.policy.metadata.creation_timestamp.as_ref();
         let from_platform = platform == Some(state.key.namespace.as_str());
-        for (attach, ancestor) in &state.attachments {
+        {
+            let (attach, ancestor) = &state.attachments[a];
             let mut push =
                 |default: bool, level: Level, selector: bool, body: Option<&'s Converted>| {
                     if let Some(body) = body {
@@ -502,6 +549,7 @@ struct Applied {
 
 fn apply_route(
     states: &mut [State<'_>],
+    reach: &Reach,
     platform: Option<&str>,
     class: &str,
     route: &mut Route,
@@ -513,7 +561,7 @@ fn apply_route(
     let mut outcomes: Vec<Outcome> = Vec::new();
     let mut touched: Vec<(usize, usize)> = Vec::new();
     {
-        let found = candidates(states, platform, class, route);
+        let found = candidates(states, reach, platform, class, route);
         for c in &found {
             touched.push((c.state, c.ancestor));
         }
@@ -582,6 +630,7 @@ fn apply_route(
 }
 
 fn apply_to_routes(states: &mut [State<'_>], platform: Option<&str>, out: &mut Output) {
+    let reach = Reach::new(states);
     for snapshot in out.snapshots.values_mut() {
         let Snapshot {
             hosts,
@@ -597,7 +646,7 @@ fn apply_to_routes(states: &mut [State<'_>], platform: Option<&str>, out: &mut O
                 let Some(class) = class_of(&out.ingresses, route) else {
                     continue;
                 };
-                let applied = apply_route(states, platform, &class, route, backends);
+                let applied = apply_route(states, &reach, platform, &class, route, backends);
                 // An unresolved CA is reported through ResolvedRefs; the route fails closed.
                 if let Some((Some(ca), s, a)) = applied.client_ca {
                     match cas.get(&vhost.host) {
@@ -619,7 +668,7 @@ fn apply_to_routes(states: &mut [State<'_>], platform: Option<&str>, out: &mut O
         if let Some(route) = default_route.as_mut()
             && let Some(class) = class_of(&out.ingresses, route)
         {
-            apply_route(states, platform, &class, route, backends);
+            apply_route(states, &reach, platform, &class, route, backends);
         }
         for (host, (ca, s, a)) in cas {
             if let Some(entry) = sni.iter_mut().find(|e| e.host == host) {
