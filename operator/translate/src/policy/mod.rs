@@ -451,6 +451,17 @@ impl Reach {
         reach
     }
 
+    /// False when no policy is on any class nor on this Ingress: its routes keep no policy, and
+    /// cost nothing here.
+    fn may_reach(&self, route: &Route) -> bool {
+        let src = &route.source;
+        !self.by_class.is_empty()
+            || self
+                .by_ingress
+                .get(&src.namespace)
+                .is_some_and(|m| m.contains_key(&src.ingress))
+    }
+
     /// Pairs for a route of `class` from `namespace/ingress`, in policy then attachment order.
     fn pairs(&self, class: &str, namespace: &str, ingress: &str) -> Vec<(usize, usize)> {
         let on_ingress = self.by_ingress.get(namespace).and_then(|m| m.get(ingress));
@@ -642,7 +653,7 @@ fn apply_to_routes(states: &mut [State<'_>], platform: Option<&str>, out: &mut O
         // host -> (CA, policy, ancestor) of the first route that asks for one.
         let mut cas: BTreeMap<String, (String, usize, usize)> = BTreeMap::new();
         for vhost in hosts.iter_mut() {
-            for route in &mut vhost.routes {
+            for route in vhost.routes.iter_mut().filter(|r| reach.may_reach(r)) {
                 let Some(class) = class_of(&out.ingresses, route) else {
                     continue;
                 };
@@ -665,7 +676,7 @@ fn apply_to_routes(states: &mut [State<'_>], platform: Option<&str>, out: &mut O
                 }
             }
         }
-        if let Some(route) = default_route.as_mut()
+        if let Some(route) = default_route.as_mut().filter(|r| reach.may_reach(r))
             && let Some(class) = class_of(&out.ingresses, route)
         {
             apply_route(states, &reach, platform, &class, route, backends);
