@@ -122,10 +122,23 @@ fn init_tracing(cli: &Cli) -> Result<(), tracing_subscriber::filter::ParseError>
     Ok(())
 }
 
-async fn bind(addr: SocketAddr) -> Result<TcpListener, RunError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| RunError::Bind { addr, source })
+/// Listen backlog: a burst of a thousand new connections must not overflow the kernel queue
+/// (the default of 128 would make clients retry SYNs after a second).
+const BACKLOG: u32 = 4096;
+
+fn bind(addr: SocketAddr) -> Result<TcpListener, RunError> {
+    let listen = || {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        // Restarts must not fail on connections of the previous process in TIME_WAIT.
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(BACKLOG)
+    };
+    listen().map_err(|source| RunError::Bind { addr, source })
 }
 
 async fn run(cli: Cli) -> Result<(), RunError> {
@@ -147,9 +160,9 @@ async fn run(cli: Cli) -> Result<(), RunError> {
     };
     source.start(state.clone())?;
 
-    let http = bind(cli.http).await?;
-    let https = bind(cli.https).await?;
-    let admin = bind(cli.admin).await?;
+    let http = bind(cli.http)?;
+    let https = bind(cli.https)?;
+    let admin = bind(cli.admin)?;
     let local = |l: &TcpListener, fallback| l.local_addr().unwrap_or(fallback);
     tracing::info!(
         "listening http={} https={} admin={}",

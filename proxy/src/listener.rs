@@ -91,7 +91,9 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        let local = stream.local_addr().ok().or(local).unwrap_or(peer);
+        // Only the port is used (X-Forwarded-Port): the listener's saves a syscall per
+        // connection.
+        let local = local.unwrap_or(peer);
         let state = state.clone();
         let builder = builder.clone();
         let watcher = graceful.watcher();

@@ -83,7 +83,9 @@ impl Endpoint {
         if let Some(conn) = self.reuse().await {
             return Ok(conn);
         }
-        let conn = connector.connect(self.addr, self.protocol).await?;
+        // Boxed: connecting (TCP, TLS, handshake) is a large future and a rare one; inline,
+        // it would make every request's future as large, and moving that costs on each request.
+        let conn = Box::pin(connector.connect(self.addr, self.protocol)).await?;
         if let Conn::H2(sender) = &conn {
             *self.h2.lock().unwrap() = Some(sender.clone());
         }
