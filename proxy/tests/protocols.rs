@@ -148,3 +148,27 @@ async fn websockets_echo_through_the_proxy() {
     }
     ws.close(None).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_upstreams_negotiate_h2_and_skip_verification() {
+    let backend = Backend::start_tls("secure").await;
+    let m = Manifests::new();
+    m.write(
+        "svc.yaml",
+        &service("secure", &[backend.addr.port()], Some("https")),
+    );
+    m.write(
+        "ing.yaml",
+        &ingress("secure", "secure.test", &[("/", "Prefix", "secure")]),
+    );
+    let proxy = Proxy::start(&m.dir, &[]).await;
+    let c = Client::new();
+    for _ in 0..3 {
+        let r = c.get(proxy.http, "secure.test", "/over-tls").await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let echo = r.json();
+        assert_eq!(echo["backend"], "secure");
+        assert_eq!(echo["version"], "HTTP/2.0", "ALPN chose h2 to the upstream");
+        assert_eq!(echo["path"], "/over-tls");
+    }
+}

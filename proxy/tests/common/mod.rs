@@ -56,6 +56,31 @@ pub struct Backend {
 
 impl Backend {
     pub async fn start(name: &str) -> Self {
+        Self::start_with(name, None).await
+    }
+
+    /// A backend behind TLS (self-signed, ALPN h2 and http/1.1).
+    pub async fn start_tls(name: &str) -> Self {
+        let c = rcgen::generate_simple_self_signed(vec!["backend.test".to_owned()]).unwrap();
+        let key =
+            rustls::pki_types::PrivateKeyDer::try_from(c.signing_key.serialize_der()).unwrap();
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![c.cert.der().clone()], key)
+        .unwrap();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Self::start_with(
+            name,
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))),
+        )
+        .await
+    }
+
+    async fn start_with(name: &str, tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let tasks = Arc::new(Mutex::new(JoinSet::new()));
@@ -69,14 +94,28 @@ impl Backend {
                 };
                 let name = n.clone();
                 let requests = r.clone();
+                let tls = tls.clone();
                 t.lock().unwrap().spawn(async move {
                     let service = service_fn(move |req| {
                         requests.fetch_add(1, Ordering::Relaxed);
                         backend_answer(name.clone(), req)
                     });
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                        .await;
+                    let builder = auto::Builder::new(TokioExecutor::new());
+                    match tls {
+                        None => {
+                            let _ = builder
+                                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                                .await;
+                        }
+                        Some(acceptor) => {
+                            let Ok(stream) = acceptor.accept(stream).await else {
+                                return;
+                            };
+                            let _ = builder
+                                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                                .await;
+                        }
+                    }
                 });
             }
         });
@@ -404,14 +443,12 @@ impl Proxy {
                 "--admin",
                 "127.0.0.1:0",
             ])
-            .args([
-                "--workers",
-                "2",
-                "--watch-debounce",
-                "20ms",
-                "--log-level",
-                "info",
-            ])
+            .args(["--watch-debounce", "20ms", "--log-level", "info"])
+            .args(if extra.contains(&"--workers") {
+                &[][..]
+            } else {
+                &["--workers", "2"][..]
+            })
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
