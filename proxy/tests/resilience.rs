@@ -299,3 +299,61 @@ async fn connections_over_the_cap_wait_for_a_free_slot() {
         .unwrap();
     assert_eq!(r.status, 200);
 }
+
+/// A raw HTTP/1.1 upstream whose first connection answers one request, then closes on the
+/// second without answering: a keep-alive timeout racing the proxy's next request.
+async fn closes_idle_connection_on_reuse() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        for conn in 0.. {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                for request in 0.. {
+                    // Read one request head (the requests here have no body).
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        let mut chunk = [0u8; 4096];
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    buf.clear();
+                    if conn == 0 && request == 1 {
+                        return; // closes the connection without an answer
+                    }
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-backend: conn-{conn}\r\n\r\nok"
+                    );
+                    if stream.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_on_an_idle_connection_the_server_closed_is_sent_again() {
+    let addr = closes_idle_connection_on_reuse().await;
+    let m = Manifests::new();
+    m.write("svc.yaml", &service("web", &[addr.port()], None));
+    m.write(
+        "ing.yaml",
+        &ingress("web", "web.test", &[("/", "Prefix", "web")]),
+    );
+    let proxy = Proxy::start(&m.dir, &[]).await;
+    let client = Client::new();
+    let first = client.get(proxy.http, "web.test", "/").await;
+    assert_eq!((first.status, first.backend().as_str()), (200, "conn-0"));
+    // Idle long enough for the proxy to treat the pooled connection as possibly stale.
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let second = client.get(proxy.http, "web.test", "/").await;
+    assert_eq!((second.status, second.backend().as_str()), (200, "conn-1"));
+}

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::body::Incoming;
+use super::request_body::RequestBody;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use portico_api::AppProtocol;
@@ -19,9 +19,9 @@ use crate::error::ProxyError;
 #[derive(Debug)]
 pub enum Conn {
     /// One request at a time; returned to the pool after the response body ends.
-    H1(http1::SendRequest<Incoming>),
+    H1(http1::SendRequest<RequestBody>),
     /// Multiplexed; shared by every request to the endpoint.
-    H2(http2::SendRequest<Incoming>),
+    H2(http2::SendRequest<RequestBody>),
 }
 
 /// Why a connection could not be opened. `Refused` is safe to retry elsewhere: nothing was sent.
@@ -112,7 +112,7 @@ where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let (sender, conn) = http1::Builder::new()
-        .handshake::<_, Incoming>(TokioIo::new(io))
+        .handshake::<_, RequestBody>(TokioIo::new(io))
         .await
         .map_err(|e| ConnectError::Other(ProxyError::UpstreamProtocol(e)))?;
     tokio::spawn(async move {
@@ -131,7 +131,7 @@ where
         .timer(TokioTimer::new())
         .adaptive_window(true)
         .keep_alive_interval(Duration::from_secs(30))
-        .handshake::<_, Incoming>(TokioIo::new(io))
+        .handshake::<_, RequestBody>(TokioIo::new(io))
         .await
         .map_err(|e| ConnectError::Other(ProxyError::UpstreamProtocol(e)))?;
     tokio::spawn(async move {

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use hyper::body::Incoming;
+use super::request_body::RequestBody;
 use hyper::client::conn::{http1, http2};
 use portico_api::AppProtocol;
 
@@ -32,8 +32,8 @@ fn now_ms() -> u64 {
 pub struct Endpoint {
     pub addr: SocketAddr,
     pub protocol: AppProtocol,
-    idle: Mutex<Vec<(http1::SendRequest<Incoming>, Instant)>>,
-    h2: Mutex<Option<http2::SendRequest<Incoming>>>,
+    idle: Mutex<Vec<(http1::SendRequest<RequestBody>, Instant)>>,
+    h2: Mutex<Option<http2::SendRequest<RequestBody>>>,
     in_flight: AtomicUsize,
     /// `now_ms()` until which the endpoint is skipped; 0 when not ejected.
     ejected_until: AtomicU64,
@@ -78,10 +78,11 @@ impl Endpoint {
         tracing::warn!(endpoint = %self.addr, ?duration, "endpoint ejected");
     }
 
-    /// A connection: an idle or shared one if there is one, else a new one.
-    pub async fn checkout(&self, connector: &Connector) -> Result<Conn, ConnectError> {
-        if let Some(conn) = self.reuse().await {
-            return Ok(conn);
+    /// A connection: an idle or shared one if there is one, else a new one. The duration is
+    /// how long a reused HTTP/1.1 connection sat idle (zero otherwise).
+    pub async fn checkout(&self, connector: &Connector) -> Result<(Conn, Duration), ConnectError> {
+        if let Some(reused) = self.reuse().await {
+            return Ok(reused);
         }
         // Boxed: connecting (TCP, TLS, handshake) is a large future and a rare one; inline,
         // it would make every request's future as large, and moving that costs on each request.
@@ -91,14 +92,16 @@ impl Endpoint {
         }
         // A successful connect ends an ejection early.
         self.ejected_until.store(0, Ordering::Relaxed);
-        Ok(conn)
+        Ok((conn, Duration::ZERO))
     }
 
-    async fn reuse(&self) -> Option<Conn> {
+    async fn reuse(&self) -> Option<(Conn, Duration)> {
         if self.protocol != AppProtocol::Http1 {
             let shared = self.h2.lock().unwrap().clone();
             match shared {
-                Some(sender) if !sender.is_closed() => return Some(Conn::H2(sender)),
+                Some(sender) if !sender.is_closed() => {
+                    return Some((Conn::H2(sender), Duration::ZERO));
+                }
                 Some(_) => *self.h2.lock().unwrap() = None,
                 None => {}
             }
@@ -111,13 +114,13 @@ impl Endpoint {
             // The connection is handed back when the response body ends, a moment before
             // hyper is ready for the next request on it.
             if sender.ready().await.is_ok() {
-                return Some(Conn::H1(sender));
+                return Some((Conn::H1(sender), since.elapsed()));
             }
         }
     }
 
     /// Returns an HTTP/1.1 connection whose exchange has completed.
-    pub fn put_idle(&self, sender: http1::SendRequest<Incoming>) {
+    pub fn put_idle(&self, sender: http1::SendRequest<RequestBody>) {
         if sender.is_closed() {
             return;
         }

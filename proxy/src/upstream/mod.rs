@@ -11,6 +11,7 @@
 mod balance;
 mod connect;
 mod endpoint;
+mod request_body;
 mod tunnel;
 
 use std::collections::HashMap;
@@ -19,7 +20,8 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use http::uri::{Authority, Scheme};
-use http::{Request, Response, StatusCode, Uri, Version, header};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version, header};
+use http_body::Body;
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper::upgrade::OnUpgrade;
@@ -31,10 +33,17 @@ use crate::error::{ProxyError, Result};
 use balance::Balancer;
 use connect::{Conn, ConnectError, Connector};
 pub use endpoint::Endpoint;
+use request_body::RequestBody;
 pub use tunnel::Tunnels;
 
 /// How long an endpoint that refused a connection is skipped.
 pub const EJECT_FOR: Duration = Duration::from_secs(5);
+
+/// A pooled connection idle longer than this may have been closed by the server just as the
+/// request is written (servers' keep-alive timeouts start at a couple of seconds). Bodiless
+/// idempotent requests sent on one keep a copy of their head, and are sent again on another
+/// connection if that one closes before answering.
+const REPLAY_AFTER_IDLE: Duration = Duration::from_secs(1);
 
 /// What every backend shares.
 #[derive(Debug)]
@@ -110,7 +119,7 @@ pub struct Backend {
 #[derive(Debug)]
 pub struct Lease {
     endpoint: Arc<Endpoint>,
-    h1: Option<http1::SendRequest<Incoming>>,
+    h1: Option<http1::SendRequest<RequestBody>>,
 }
 
 impl Lease {
@@ -139,10 +148,11 @@ impl Drop for Lease {
 impl Backend {
     /// Sends `req` (already cleaned by [`crate::hygiene`]) to an endpoint and returns the
     /// response with its body streaming.
-    pub async fn forward(&self, mut req: Request<Incoming>) -> Result<Response<ProxyBody>> {
+    pub async fn forward(&self, req: Request<Incoming>) -> Result<Response<ProxyBody>> {
         if self.endpoints.is_empty() {
             return Err(ProxyError::NoEndpoints);
         }
+        let mut req = req.map(RequestBody::Client);
         let client_upgrade = req
             .headers()
             .contains_key(header::UPGRADE)
@@ -156,8 +166,8 @@ impl Backend {
             let Some(endpoint) = self.balancer.pick(&self.endpoints) else {
                 return Err(ProxyError::AllEjected);
             };
-            let conn = match endpoint.checkout(&self.shared.connector).await {
-                Ok(conn) => conn,
+            let (conn, idle_for) = match endpoint.checkout(&self.shared.connector).await {
+                Ok(checked_out) => checked_out,
                 Err(e) => {
                     self.shared.connect_errors.inc();
                     match e {
@@ -181,13 +191,20 @@ impl Backend {
             match conn {
                 Conn::H1(mut sender) => {
                     to_origin_form(&mut req);
+                    let replay = (idle_for > REPLAY_AFTER_IDLE && client_upgrade.is_none())
+                        .then(|| Replay::of(&req))
+                        .flatten();
                     match sender.try_send_request(req).await {
                         Ok(response) => {
                             lease.h1 = Some(sender);
                             return Ok(self.respond(response, lease, client_upgrade));
                         }
-                        Err(mut e) => match e.take_message() {
-                            Some(back) if tries < max_tries => req = back,
+                        Err(mut e) => match (e.take_message(), replay) {
+                            (Some(back), _) if tries < max_tries => req = back,
+                            (None, Some(replay)) if tries < max_tries => {
+                                tracing::debug!(endpoint = %endpoint.addr, error = %e.error(), "idle connection failed; sending the request again");
+                                req = replay.into_request();
+                            }
                             _ => return Err(ProxyError::UpstreamProtocol(e.into_error())),
                         },
                     }
@@ -226,12 +243,12 @@ impl Backend {
 }
 
 /// HTTP/1.1 upstreams get the origin-form URI the dispatcher built, with the Host header.
-fn to_origin_form(req: &mut Request<Incoming>) {
+fn to_origin_form(req: &mut Request<RequestBody>) {
     *req.version_mut() = Version::HTTP_11;
 }
 
 /// HTTP/2 upstreams get `:authority` from the Host header, which is then dropped.
-fn to_absolute_form(req: &mut Request<Incoming>) -> Result<()> {
+fn to_absolute_form(req: &mut Request<RequestBody>) -> Result<()> {
     *req.version_mut() = Version::HTTP_2;
     if req.uri().authority().is_some() && req.uri().scheme().is_some() {
         req.headers_mut().remove(header::HOST);
@@ -251,4 +268,41 @@ fn to_absolute_form(req: &mut Request<Incoming>) -> Result<()> {
     *req.uri_mut() =
         Uri::from_parts(parts).map_err(|_| ProxyError::Internal("building the upstream URI"))?;
     Ok(())
+}
+
+/// The head of a bodiless idempotent request, kept to send it again.
+#[derive(Debug)]
+struct Replay {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+}
+
+impl Replay {
+    /// A copy of `req` if sending it twice is safe: an idempotent method and no body.
+    fn of(req: &Request<RequestBody>) -> Option<Self> {
+        let idempotent = matches!(
+            *req.method(),
+            Method::GET
+                | Method::HEAD
+                | Method::OPTIONS
+                | Method::TRACE
+                | Method::DELETE
+                | Method::PUT
+        );
+        (idempotent && req.body().is_end_stream()).then(|| Self {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            headers: req.headers().clone(),
+        })
+    }
+
+    fn into_request(self) -> Request<RequestBody> {
+        let mut req = Request::new(RequestBody::Empty);
+        *req.method_mut() = self.method;
+        *req.uri_mut() = self.uri;
+        *req.headers_mut() = self.headers;
+        *req.version_mut() = Version::HTTP_11;
+        req
+    }
 }
