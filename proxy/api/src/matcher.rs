@@ -296,8 +296,9 @@ mod tests {
     #[test]
     fn kubernetes_docs_path_examples() {
         use PathKind::{Exact, Prefix};
-        // (routes, request path, expected route id or None for the default backend)
-        let rows: &[(&[(PathKind, &str)], &str, Option<&str>)] = &[
+        /// Routes, request path, expected route id (`None`: the default backend).
+        type Row<'a> = (&'a [(PathKind, &'a str)], &'a str, Option<&'a str>);
+        let rows: &[Row] = &[
             (&[(Prefix, "/")], "/anything/at/all", Some("Prefix:/")),
             (&[(Exact, "/foo")], "/foo", Some("Exact:/foo")),
             (&[(Exact, "/foo")], "/bar", None),
@@ -485,12 +486,18 @@ mod tests {
     #[test]
     fn policy_fields_serialise_in_camel_case() {
         use crate::policy::{Jwks, TokenSource};
-        let jwks = Jwks::Remote { uri: "https://id.example/jwks".into(), cache_duration_ms: 5 };
+        let jwks = Jwks::Remote {
+            uri: "https://id.example/jwks".into(),
+            cache_duration_ms: 5,
+        };
         assert_eq!(
             serde_json::to_string(&jwks).unwrap(),
             r#"{"remote":{"uri":"https://id.example/jwks","cacheDurationMs":5}}"#
         );
-        let source = TokenSource::Header { name: "x-token".into(), prefix: String::new() };
+        let source = TokenSource::Header {
+            name: "x-token".into(),
+            prefix: String::new(),
+        };
         assert_eq!(
             serde_json::to_string(&source).unwrap(),
             r#"{"header":{"name":"x-token","prefix":""}}"#
