@@ -30,28 +30,13 @@ pub struct Config {
     tls: TlsTable,
 }
 
-/// Index of `item` in `slice`, by address. `item` must be an element of `slice`.
-fn index_in<T>(slice: &[T], item: &T) -> usize {
-    let offset = (item as *const T as usize).wrapping_sub(slice.as_ptr() as usize);
-    let index = offset / std::mem::size_of::<T>().max(1);
-    debug_assert!(index < slice.len(), "item is not in the slice");
-    index
-}
-
 impl Config {
     /// The route stack for a request's host and normalised path.
     pub fn lookup(&self, host: &str, path: &str) -> Result<&RouteStack, ProxyError> {
         let found = self.router.route(host, path).ok_or(ProxyError::NoRoute)?;
-        let stack = match found.host {
+        let stack = match found.index {
             None => self.default_route.as_ref(),
-            Some(vhost) => {
-                // The matcher hands back references into the snapshot; their positions index
-                // the stacks built alongside.
-                let hosts = &self.router.snapshot().hosts;
-                let i = index_in(hosts, vhost);
-                let j = index_in(&vhost.routes, found.route);
-                self.routes.get(i).and_then(|r| r.get(j))
-            }
+            Some((host, route)) => self.routes.get(host).and_then(|r| r.get(route)),
         };
         stack.ok_or(ProxyError::Internal("route stack missing"))
     }

@@ -178,6 +178,10 @@ pub struct RouteMatch<'a> {
     pub route: &'a Route,
     /// The virtual host the route belongs to; `None` for the default route.
     pub host: Option<&'a VirtualHost>,
+    /// Positions in [`Snapshot::hosts`] and in that host's routes, so that state built alongside
+    /// the snapshot (per-route middleware) is found without searching; `None` for the default
+    /// route.
+    pub index: Option<(usize, usize)>,
 }
 
 impl RouteMatch<'_> {
@@ -235,12 +239,17 @@ impl Router {
             return Some(RouteMatch {
                 route: &vhost.routes[ri],
                 host: Some(vhost),
+                index: Some((*vi, ri)),
             });
         }
         self.snapshot
             .default_route
             .as_ref()
-            .map(|route| RouteMatch { route, host: None })
+            .map(|route| RouteMatch {
+                route,
+                host: None,
+                index: None,
+            })
     }
 
     /// The TLS entry for a server name from SNI: exact, else wildcard, else the entry for `""`
@@ -423,6 +432,24 @@ mod tests {
         assert_eq!(matched(&r, "foo.example.com", "/wild").unwrap(), "default");
         assert_eq!(matched(&r, "bar.example.com", "/any").unwrap(), "default");
         assert!(r.route("foo.example.com", "/nothing").unwrap().is_default());
+    }
+
+    #[test]
+    fn match_carries_its_position() {
+        let r = router(
+            vec![
+                ("a.example", vec![route(PathKind::Exact, "/x")]),
+                (
+                    "b.example",
+                    vec![route(PathKind::Exact, "/y"), route(PathKind::Prefix, "/z")],
+                ),
+            ],
+            true,
+        );
+        let m = r.route("b.example", "/z/1").unwrap();
+        let (h, i) = m.index.unwrap();
+        assert_eq!(&r.snapshot().hosts[h].routes[i], m.route);
+        assert_eq!(r.route("c.example", "/").unwrap().index, None);
     }
 
     #[test]
