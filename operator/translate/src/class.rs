@@ -102,7 +102,7 @@ mod tests {
     fn class(name: &str, controller: &str, default: bool, created: Option<i64>) -> Object {
         let annotations = default
             .then(|| BTreeMap::from([(DEFAULT_CLASS_ANNOTATION.to_owned(), "true".to_owned())]));
-        Object::IngressClass(IngressClass {
+        Object::IngressClass(Box::new(IngressClass {
             metadata: ObjectMeta {
                 name: Some(name.to_owned()),
                 annotations,
@@ -114,7 +114,7 @@ mod tests {
                 controller: Some(controller.to_owned()),
                 ..Default::default()
             }),
-        })
+        }))
     }
 
     fn ingress(class_name: Option<&str>, annotation: Option<&str>) -> Ingress {

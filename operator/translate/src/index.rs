@@ -38,17 +38,17 @@ impl std::fmt::Display for ObjectKey {
     }
 }
 
-/// One object of a kind the translator reads.
+/// One object of a kind the translator reads. Boxed, so that a list of objects costs what its
+/// objects weigh, not the size of the largest kind (an IngressPolicy) times their number.
 #[derive(Debug, Clone)]
-#[allow(clippy::large_enum_variant)]
 pub enum Object {
-    IngressClass(IngressClass),
-    Ingress(Ingress),
-    Service(Service),
-    EndpointSlice(EndpointSlice),
-    Secret(Secret),
-    ConfigMap(ConfigMap),
-    IngressPolicy(IngressPolicy),
+    IngressClass(Box<IngressClass>),
+    Ingress(Box<Ingress>),
+    Service(Box<Service>),
+    EndpointSlice(Box<EndpointSlice>),
+    Secret(Box<Secret>),
+    ConfigMap(Box<ConfigMap>),
+    IngressPolicy(Box<IngressPolicy>),
 }
 
 impl Object {
@@ -103,25 +103,25 @@ impl Index {
         match object {
             Object::IngressClass(o) => {
                 self.ingress_classes
-                    .insert(o.metadata.name.clone().unwrap_or_default(), o);
+                    .insert(o.metadata.name.clone().unwrap_or_default(), *o);
             }
             Object::Ingress(o) => {
-                self.ingresses.insert(key_of(&o.metadata), o);
+                self.ingresses.insert(key_of(&o.metadata), *o);
             }
             Object::Service(o) => {
-                self.services.insert(key_of(&o.metadata), o);
+                self.services.insert(key_of(&o.metadata), *o);
             }
             Object::EndpointSlice(o) => {
-                self.endpoint_slices.insert(key_of(&o.metadata), o);
+                self.endpoint_slices.insert(key_of(&o.metadata), *o);
             }
             Object::Secret(o) => {
-                self.secrets.insert(key_of(&o.metadata), o);
+                self.secrets.insert(key_of(&o.metadata), *o);
             }
             Object::ConfigMap(o) => {
-                self.config_maps.insert(key_of(&o.metadata), o);
+                self.config_maps.insert(key_of(&o.metadata), *o);
             }
             Object::IngressPolicy(o) => {
-                self.policies.insert(key_of(&o.metadata), o);
+                self.policies.insert(key_of(&o.metadata), *o);
             }
         }
     }
@@ -167,25 +167,25 @@ mod tests {
     use super::*;
 
     fn service(namespace: &str, name: &str) -> Object {
-        Object::Service(Service {
+        Object::Service(Box::new(Service {
             metadata: ObjectMeta {
                 namespace: Some(namespace.to_owned()),
                 name: Some(name.to_owned()),
                 ..Default::default()
             },
             ..Default::default()
-        })
+        }))
     }
 
     #[test]
     fn apply_and_delete() {
-        let class = Object::IngressClass(IngressClass {
+        let class = Object::IngressClass(Box::new(IngressClass {
             metadata: ObjectMeta {
                 name: Some("portico".to_owned()),
                 ..Default::default()
             },
             spec: None,
-        });
+        }));
         assert_eq!(class.key(), ObjectKey::new("", "portico"));
         let mut index =
             Index::from_objects([service("a", "web"), service("b", "web"), class.clone()]);

@@ -232,38 +232,38 @@ fn decode(head: &Head, mapping: Mapping, default_namespace: &str) -> Result<Obje
             // Cluster-scoped: a namespace written by mistake is dropped.
             let mut class: IngressClass = typed(head, mapping)?;
             class.metadata.namespace = None;
-            Object::IngressClass(class)
+            Object::IngressClass(Box::new(class))
         }
         ("networking.k8s.io/v1", "Ingress") => {
             let mut o: Ingress = typed(head, mapping)?;
             o.metadata = namespaced(o.metadata);
-            Object::Ingress(o)
+            Object::Ingress(Box::new(o))
         }
         ("v1", "Service") => {
             let mut o: Service = typed(head, mapping)?;
             o.metadata = namespaced(o.metadata);
-            Object::Service(o)
+            Object::Service(Box::new(o))
         }
         ("v1", "Secret") => {
             let mut o: Secret = typed(head, mapping)?;
             o.metadata = namespaced(o.metadata);
             merge_string_data(&mut o);
-            Object::Secret(o)
+            Object::Secret(Box::new(o))
         }
         ("v1", "ConfigMap") => {
             let mut o: ConfigMap = typed(head, mapping)?;
             o.metadata = namespaced(o.metadata);
-            Object::ConfigMap(o)
+            Object::ConfigMap(Box::new(o))
         }
         ("discovery.k8s.io/v1", "EndpointSlice") => {
             let mut o: EndpointSlice = typed(head, mapping)?;
             o.metadata = namespaced(o.metadata);
-            Object::EndpointSlice(o)
+            Object::EndpointSlice(Box::new(o))
         }
         ("portico.dev/v1alpha1", "IngressPolicy") => {
             let mut o: IngressPolicy = typed(head, mapping)?;
             o.metadata = namespaced(o.metadata);
-            Object::IngressPolicy(o)
+            Object::IngressPolicy(Box::new(o))
         }
         (api_version, kind) => {
             return Err(format!(

@@ -9,28 +9,29 @@ use std::collections::BTreeMap;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-/// One optional entry per IngressPolicy block.
+/// One optional entry per IngressPolicy block. Blocks are boxed: most routes carry few or none,
+/// and a route without policy then costs a handful of pointers, not every block's size.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct RoutePolicy {
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub timeouts: Option<Timeouts>,
+    pub timeouts: Option<Box<Timeouts>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub retry: Option<Retry>,
+    pub retry: Option<Box<Retry>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub rate_limit: Option<RateLimit>,
+    pub rate_limit: Option<Box<RateLimit>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub authentication: Option<Authentication>,
+    pub authentication: Option<Box<Authentication>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub client_certificate: Option<ClientCertificate>,
+    pub client_certificate: Option<Box<ClientCertificate>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub ip_access: Option<IpAccess>,
+    pub ip_access: Option<Box<IpAccess>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub cors: Option<Cors>,
+    pub cors: Option<Box<Cors>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub headers: Option<Headers>,
+    pub headers: Option<Box<Headers>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub body: Option<Body>,
+    pub body: Option<Box<Body>>,
     /// Which IngressPolicy (`namespace/name`) supplied each block, by block name
     /// (`timeouts`, `rateLimit`, ...). For logs, traces and `/config`.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]

@@ -97,10 +97,10 @@ impl Value {
     /// Writes this block into `policy` for the route `route_id`.
     pub(crate) fn apply(&self, policy: &mut api::RoutePolicy, route_id: &str) {
         match self {
-            Value::Timeouts(v) => policy.timeouts = Some(v.clone()),
-            Value::Retry(v) => policy.retry = Some(v.clone()),
+            Value::Timeouts(v) => policy.timeouts = Some(Box::new(v.clone())),
+            Value::Retry(v) => policy.retry = Some(Box::new(v.clone())),
             Value::RateLimit(rules, concurrency) => {
-                policy.rate_limit = Some(api::RateLimit {
+                policy.rate_limit = Some(Box::new(api::RateLimit {
                     rules: rules
                         .iter()
                         .map(|t| {
@@ -112,14 +112,14 @@ impl Value {
                         })
                         .collect(),
                     concurrency: concurrency.clone(),
-                });
+                }));
             }
-            Value::Authentication(v) => policy.authentication = Some(v.clone()),
-            Value::ClientCertificate(v, _) => policy.client_certificate = Some(v.clone()),
-            Value::IpAccess(v) => policy.ip_access = Some(v.clone()),
-            Value::Cors(v) => policy.cors = Some(v.clone()),
-            Value::Headers(v) => policy.headers = Some(v.clone()),
-            Value::Body(v) => policy.body = Some(v.clone()),
+            Value::Authentication(v) => policy.authentication = Some(Box::new(v.clone())),
+            Value::ClientCertificate(v, _) => policy.client_certificate = Some(Box::new(v.clone())),
+            Value::IpAccess(v) => policy.ip_access = Some(Box::new(v.clone())),
+            Value::Cors(v) => policy.cors = Some(Box::new(v.clone())),
+            Value::Headers(v) => policy.headers = Some(Box::new(v.clone())),
+            Value::Body(v) => policy.body = Some(Box::new(v.clone())),
         }
     }
 }
