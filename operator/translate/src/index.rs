@@ -1,8 +1,9 @@
 //! The index: every watched object, by kind and key.
 //!
 //! The operator's watchers call [`Index::apply`] and [`Index::delete`]; after a re-list they clear
-//! that kind's map (the fields are public) and apply again. Standalone mode builds a fresh index
-//! from parsed files. Translation only reads it.
+//! that kind's map (the fields are public) and apply again. Standalone mode keeps one index and
+//! replaces a changed file's objects in it ([`Index::remove`] by [`Kind`] and key). Translation
+//! only reads it.
 
 use std::collections::BTreeMap;
 
@@ -68,6 +69,33 @@ impl Object {
     }
 }
 
+/// The kinds an [`Index`] holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    IngressClass,
+    Ingress,
+    Service,
+    EndpointSlice,
+    Secret,
+    ConfigMap,
+    IngressPolicy,
+}
+
+impl Object {
+    /// The kind of the object.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Object::IngressClass(_) => Kind::IngressClass,
+            Object::Ingress(_) => Kind::Ingress,
+            Object::Service(_) => Kind::Service,
+            Object::EndpointSlice(_) => Kind::EndpointSlice,
+            Object::Secret(_) => Kind::Secret,
+            Object::ConfigMap(_) => Kind::ConfigMap,
+            Object::IngressPolicy(_) => Kind::IngressPolicy,
+        }
+    }
+}
+
 /// Every object translation reads, by key. BTreeMaps keep iteration, and so output, ordered.
 #[derive(Debug, Clone, Default)]
 pub struct Index {
@@ -129,15 +157,19 @@ impl Index {
     /// Removes `object` (as a watcher reports a deletion: only its kind and key matter).
     /// Returns whether the index held it.
     pub fn delete(&mut self, object: &Object) -> bool {
-        let key = object.key();
-        match object {
-            Object::IngressClass(_) => self.ingress_classes.remove(&key.name).is_some(),
-            Object::Ingress(_) => self.ingresses.remove(&key).is_some(),
-            Object::Service(_) => self.services.remove(&key).is_some(),
-            Object::EndpointSlice(_) => self.endpoint_slices.remove(&key).is_some(),
-            Object::Secret(_) => self.secrets.remove(&key).is_some(),
-            Object::ConfigMap(_) => self.config_maps.remove(&key).is_some(),
-            Object::IngressPolicy(_) => self.policies.remove(&key).is_some(),
+        self.remove(object.kind(), &object.key())
+    }
+
+    /// Removes the object of `kind` with `key`; returns whether the index held it.
+    pub fn remove(&mut self, kind: Kind, key: &ObjectKey) -> bool {
+        match kind {
+            Kind::IngressClass => self.ingress_classes.remove(&key.name).is_some(),
+            Kind::Ingress => self.ingresses.remove(key).is_some(),
+            Kind::Service => self.services.remove(key).is_some(),
+            Kind::EndpointSlice => self.endpoint_slices.remove(key).is_some(),
+            Kind::Secret => self.secrets.remove(key).is_some(),
+            Kind::ConfigMap => self.config_maps.remove(key).is_some(),
+            Kind::IngressPolicy => self.policies.remove(key).is_some(),
         }
     }
 

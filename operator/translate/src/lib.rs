@@ -18,7 +18,7 @@ mod parse;
 mod policy;
 mod tls;
 
-pub use index::{Index, Object, ObjectKey};
+pub use index::{Index, Kind, Object, ObjectKey};
 pub use output::{IngressReport, Output, Warning};
 pub use parse::{ParseProblem, Parsed, parse_manifests};
 

@@ -1,8 +1,11 @@
 //! Standalone mode: snapshots from a directory of manifests.
 //!
-//! Every `*.yaml`, `*.yml` and `*.json` file directly in the directory is parsed on its own.
-//! A file keeps its last good parse: when it stops parsing (a YAML syntax error), the error is
-//! logged and its previous objects stay; a deleted file is removed. The directory is watched
+//! Every `*.yaml`, `*.yml` and `*.json` file directly in the directory is parsed on its own,
+//! into one index kept for the life of the source: a changed file's previous objects are removed
+//! from it and its new ones applied, so nothing is copied per change. A file keeps its last good
+//! parse: when it stops parsing (a YAML syntax error), the error is logged and its previous
+//! objects stay; a deleted file's objects are removed. An object defined in two files is the
+//! one read last, and goes when either file drops it. The directory is watched
 //! (changes batched for a short quiet time) and also re-read every two seconds in case an
 //! event is lost. Only a change in some file's objects leads to a new translation, whose
 //! warnings are logged once.
@@ -15,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use notify::{RecursiveMode, Watcher};
 use portico_api::Snapshot;
-use portico_translate::{Index, Object, Options, parse_manifests, translate};
+use portico_translate::{Index, Kind, ObjectKey, Options, parse_manifests, translate};
 
 use super::{SnapshotSource, SourceError};
 use crate::state::State;
@@ -35,17 +38,27 @@ pub struct ManifestsSource {
     pub debounce: Duration,
 }
 
-/// A file's last seen text and last good objects.
+/// A hash of a file's last seen text (the text itself is not kept: at 10,000 Ingresses it
+/// would be megabytes held for a comparison) and the objects of its last good parse.
 #[derive(Debug)]
 struct File {
-    text: String,
-    objects: Vec<Object>,
+    digest: u64,
+    objects: Vec<(Kind, ObjectKey)>,
 }
 
-/// The directory as last read.
+/// The directory's files and the index of their objects.
 #[derive(Debug, Default)]
 struct Files {
     files: BTreeMap<PathBuf, File>,
+    index: Index,
+}
+
+/// Identity of a file's contents, to skip re-parsing a file that did not change.
+fn digest(text: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut hasher);
+    hasher.finish()
 }
 
 fn is_manifest(path: &Path) -> bool {
@@ -71,7 +84,8 @@ impl Files {
                 continue;
             };
             seen.push(path.clone());
-            if self.files.get(&path).is_some_and(|f| f.text == text) {
+            let digest = digest(&text);
+            if self.files.get(&path).is_some_and(|f| f.digest == digest) {
                 continue;
             }
             let parsed = parse_manifests(&text, "default");
@@ -86,12 +100,12 @@ impl Files {
                     tracing::error!(file = %name, document = p.document, problem = %p.message, "manifest does not parse; keeping its previous contents");
                 }
                 match self.files.get_mut(&path) {
-                    Some(file) => file.text = text,
+                    Some(file) => file.digest = digest,
                     None => {
                         self.files.insert(
                             path,
                             File {
-                                text,
+                                digest,
                                 objects: Vec::new(),
                             },
                         );
@@ -102,23 +116,35 @@ impl Files {
             for p in &parsed.problems {
                 tracing::warn!(file = %name, document = p.document, problem = %p.message, "manifest document skipped");
             }
-            self.files.insert(
-                path,
-                File {
-                    text,
-                    objects: parsed.objects,
-                },
-            );
+            self.forget(&path);
+            let objects = parsed.objects.iter().map(|o| (o.kind(), o.key())).collect();
+            for object in parsed.objects {
+                self.index.apply(object);
+            }
+            self.files.insert(path, File { digest, objects });
             changed = true;
         }
-        let before = self.files.len();
-        self.files.retain(|path, _| seen.contains(path));
-        changed |= self.files.len() != before;
+        let gone: Vec<PathBuf> = self
+            .files
+            .keys()
+            .filter(|path| !seen.contains(path))
+            .cloned()
+            .collect();
+        for path in gone {
+            changed |= self.forget(&path);
+        }
         Ok(changed)
     }
 
-    fn objects(&self) -> impl Iterator<Item = Object> + '_ {
-        self.files.values().flat_map(|f| f.objects.iter().cloned())
+    /// Drops a file and removes its objects from the index; true when it had any.
+    fn forget(&mut self, path: &Path) -> bool {
+        let Some(file) = self.files.remove(path) else {
+            return false;
+        };
+        for (kind, key) in &file.objects {
+            self.index.remove(*kind, key);
+        }
+        !file.objects.is_empty()
     }
 }
 
@@ -134,8 +160,7 @@ impl ManifestsSource {
 
     /// Translates the files into the snapshot this proxy serves.
     fn snapshot(&self, files: &Files) -> Snapshot {
-        let index = Index::from_objects(files.objects());
-        let output = translate(&index, &self.options());
+        let output = translate(&files.index, &self.options());
         for (ingress, report) in &output.ingresses {
             for w in &report.warnings {
                 tracing::warn!(%ingress, reason = %w.reason, "{}", w.message);
@@ -238,16 +263,22 @@ mod tests {
         std::fs::write(dir.join("notes.txt"), "ignored").unwrap();
         let mut files = Files::default();
         assert!(files.refresh(&dir).unwrap());
-        assert_eq!(files.objects().count(), 1);
+        assert_eq!(files.index.len(), 1);
         assert!(!files.refresh(&dir).unwrap(), "nothing changed");
 
         std::fs::write(&file, "kind: [unclosed\n").unwrap();
         assert!(!files.refresh(&dir).unwrap());
-        assert_eq!(files.objects().count(), 1, "the last good parse stays");
+        assert_eq!(files.index.len(), 1, "the last good parse stays");
+
+        // A fixed file replaces its previous objects, not adds to them.
+        std::fs::write(&file, good.replace("name: web", "name: api")).unwrap();
+        assert!(files.refresh(&dir).unwrap());
+        let names: Vec<_> = files.index.services.keys().map(|k| k.to_string()).collect();
+        assert_eq!(names, ["default/api"]);
 
         std::fs::remove_file(&file).unwrap();
         assert!(files.refresh(&dir).unwrap());
-        assert_eq!(files.objects().count(), 0);
+        assert_eq!(files.index.len(), 0);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
