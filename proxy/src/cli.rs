@@ -168,6 +168,10 @@ pub struct Cli {
     /// Quiet time after a change in the manifests directory before it is re-read.
     #[arg(long, env = "PORTICO_WATCH_DEBOUNCE", value_name = "DURATION", default_value = "100ms", value_parser = parse_duration, hide = true)]
     pub watch_debounce: Duration,
+
+    /// How long an upstream HTTP/1.1 connection may stay idle in the pool before it is closed.
+    #[arg(long, env = "PORTICO_UPSTREAM_IDLE_TIMEOUT", value_name = "DURATION", default_value = "60s", value_parser = parse_duration, hide = true)]
+    pub upstream_idle_timeout: Duration,
 }
 
 /// Log line formats.

@@ -142,6 +142,8 @@ fn bind(addr: SocketAddr) -> Result<TcpListener, RunError> {
 }
 
 async fn run(cli: Cli) -> Result<(), RunError> {
+    // Process-wide: `StateOptions` (state.rs) has no field for it yet.
+    upstream::set_idle_timeout(cli.upstream_idle_timeout);
     let state = Arc::new(State::new(StateOptions {
         connect_timeout: cli.connect_timeout,
         hygiene: Hygiene {

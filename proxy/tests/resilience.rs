@@ -1,5 +1,5 @@
 //! Streaming without buffering, endpoint ejection, configuration changes under load, a broken
-//! manifest, and draining on SIGTERM.
+//! manifest, draining on SIGTERM, and closing idle upstream connections.
 
 mod common;
 
@@ -356,4 +356,82 @@ async fn a_get_on_an_idle_connection_the_server_closed_is_sent_again() {
     tokio::time::sleep(Duration::from_millis(1300)).await;
     let second = client.get(proxy.http, "web.test", "/").await;
     assert_eq!((second.status, second.backend().as_str()), (200, "conn-1"));
+}
+
+/// A raw HTTP/1.1 upstream that answers every request after 200 ms, keeps connections alive
+/// and counts the connections open on its side.
+async fn counting_backend() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let open = Arc::new(AtomicUsize::new(0));
+    let counter = open.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let open = counter.clone();
+            open.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                'conn: loop {
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        let mut chunk = [0u8; 4096];
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => break 'conn,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    buf.clear();
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                    if stream.write_all(answer).await.is_err() {
+                        break;
+                    }
+                }
+                open.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (addr, open)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_upstream_connections_are_closed_after_the_idle_timeout() {
+    let (addr, open) = counting_backend().await;
+    let m = Manifests::new();
+    m.write("svc.yaml", &service("web", &[addr.port()], None));
+    m.write(
+        "ing.yaml",
+        &ingress("web", "web.test", &[("/", "Prefix", "web")]),
+    );
+    let proxy = Proxy::start(&m.dir, &["--upstream-idle-timeout", "500ms"]).await;
+    // Twenty requests at once: twenty upstream connections, idle in the pool afterwards.
+    let burst: Vec<_> = (0..20)
+        .map(|_| {
+            let http = proxy.http;
+            tokio::spawn(async move { Client::new().get(http, "web.test", "/").await.status })
+        })
+        .collect();
+    for request in burst {
+        assert_eq!(request.await.unwrap(), 200);
+    }
+    let after_burst = open.load(Ordering::SeqCst);
+    assert!(
+        after_burst >= 10,
+        "{after_burst} upstream connections after the burst"
+    );
+    // Nobody asks for them again: the sweep closes them within 1.25 timeouts.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while open.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        open.load(Ordering::SeqCst),
+        0,
+        "idle upstream connections are closed after --upstream-idle-timeout"
+    );
+    // And the pool still serves.
+    assert_eq!(
+        Client::new().get(proxy.http, "web.test", "/").await.status,
+        200
+    );
 }

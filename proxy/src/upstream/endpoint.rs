@@ -5,8 +5,8 @@
 //! endpoint, so a configuration change keeps warm upstream connections.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use super::request_body::RequestBody;
@@ -15,11 +15,33 @@ use portico_api::AppProtocol;
 
 use super::connect::{Conn, ConnectError, Connector};
 
-/// Idle HTTP/1.1 connections kept per endpoint.
-const MAX_IDLE: usize = 1024;
-/// Idle HTTP/1.1 connections older than this are not reused (servers close idle connections
-/// after a while; nginx's default keepalive_timeout is 75 s).
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Idle HTTP/1.1 connections kept per endpoint beyond those the requests in flight need. Under
+/// a steady load the pool holds about as many connections as there are requests in flight to
+/// the endpoint, and closing one there only means opening another a moment later; so up to
+/// `max(MAX_IDLE, most requests in flight since the last sweep)` are kept when returned. Once a
+/// burst is over, the sweeper trims the pool back to `MAX_IDLE` (the oldest first) and then
+/// closes what the idle timeout catches, so a thousand connections opened for a burst do not keep their sockets and buffers,
+/// and the upstream's, for nothing. 128 covers the 64 keep-alive connections nginx is usually
+/// given (`keepalive 64`) twice over.
+const MAX_IDLE: usize = 128;
+/// Idle HTTP/1.1 connections older than this are closed (servers close idle connections after a
+/// while; nginx's default keepalive_timeout is 75 s).
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// The idle timeout in milliseconds, 0 for [`DEFAULT_IDLE_TIMEOUT`]. Process-wide: it is set
+/// once at start-up, before any endpoint exists.
+static IDLE_TIMEOUT_MS: AtomicU64 = AtomicU64::new(0);
+
+/// Sets how long an upstream HTTP/1.1 connection may stay idle before it is closed.
+pub fn set_idle_timeout(timeout: Duration) {
+    IDLE_TIMEOUT_MS.store(timeout.as_millis().max(1) as u64, Ordering::Relaxed);
+}
+
+fn idle_timeout() -> Duration {
+    match IDLE_TIMEOUT_MS.load(Ordering::Relaxed) {
+        0 => DEFAULT_IDLE_TIMEOUT,
+        ms => Duration::from_millis(ms),
+    }
+}
 
 /// Milliseconds since the process started; 0 is never a deadline.
 fn now_ms() -> u64 {
@@ -32,9 +54,15 @@ fn now_ms() -> u64 {
 pub struct Endpoint {
     pub addr: SocketAddr,
     pub protocol: AppProtocol,
+    /// Idle HTTP/1.1 connections and when each became idle; a stack, so the oldest are at
+    /// the bottom, where the sweeper closes them.
     idle: Mutex<Vec<(http1::SendRequest<RequestBody>, Instant)>>,
+    /// True while a sweeper task watches `idle`.
+    sweeping: AtomicBool,
     h2: Mutex<Option<http2::SendRequest<RequestBody>>>,
     in_flight: AtomicUsize,
+    /// The most requests in flight since the last sweep: how many connections the pool keeps.
+    peak_in_flight: AtomicUsize,
     /// `now_ms()` until which the endpoint is skipped; 0 when not ejected.
     ejected_until: AtomicU64,
 }
@@ -46,8 +74,10 @@ impl Endpoint {
             addr,
             protocol,
             idle: Mutex::new(Vec::new()),
+            sweeping: AtomicBool::new(false),
             h2: Mutex::new(None),
             in_flight: AtomicUsize::new(0),
+            peak_in_flight: AtomicUsize::new(0),
             ejected_until: AtomicU64::new(0),
         }
     }
@@ -58,7 +88,11 @@ impl Endpoint {
     }
 
     pub(super) fn start_request(&self) {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let now = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        // A plain load first: the store is rare, and a lost race only keeps a few fewer.
+        if now > self.peak_in_flight.load(Ordering::Relaxed) {
+            self.peak_in_flight.store(now, Ordering::Relaxed);
+        }
     }
 
     pub(super) fn end_request(&self) {
@@ -108,7 +142,7 @@ impl Endpoint {
         }
         loop {
             let (mut sender, since) = self.idle.lock().unwrap().pop()?;
-            if sender.is_closed() || since.elapsed() > IDLE_TIMEOUT {
+            if sender.is_closed() || since.elapsed() > idle_timeout() {
                 continue;
             }
             // The connection is handed back when the response body ends, a moment before
@@ -119,21 +153,64 @@ impl Endpoint {
         }
     }
 
-    /// Returns an HTTP/1.1 connection whose exchange has completed.
-    pub fn put_idle(&self, sender: http1::SendRequest<RequestBody>) {
+    /// Returns an HTTP/1.1 connection whose exchange has completed. Over [`MAX_IDLE`], it is
+    /// closed instead.
+    pub fn put_idle(self: &Arc<Self>, sender: http1::SendRequest<RequestBody>) {
         if sender.is_closed() {
             return;
         }
         let mut idle = self.idle.lock().unwrap();
-        if idle.len() < MAX_IDLE {
+        if idle.len() < MAX_IDLE.max(self.peak_in_flight.load(Ordering::Relaxed)) {
             idle.push((sender, Instant::now()));
+            // Checked under the lock, which the sweeper holds when it stops.
+            if !self.sweeping.swap(true, Ordering::Relaxed) {
+                tokio::spawn(sweep(Arc::downgrade(self)));
+            }
         }
+    }
+
+    /// Closes the idle connections older than the idle timeout, those the server closed, and
+    /// the oldest of those over `max(MAX_IDLE, peak in flight since the last sweep)`; starts a
+    /// new peak. Returns how many stay.
+    fn close_stale(&self) -> usize {
+        let timeout = idle_timeout();
+        let mut idle = self.idle.lock().unwrap();
+        idle.retain(|(sender, since)| !sender.is_closed() && since.elapsed() <= timeout);
+        let peak = self
+            .peak_in_flight
+            .swap(self.in_flight(), Ordering::Relaxed);
+        let keep = MAX_IDLE.max(peak);
+        if idle.len() > keep {
+            let excess = idle.len() - keep;
+            idle.drain(..excess);
+        }
+        if idle.is_empty() {
+            self.sweeping.store(false, Ordering::Relaxed);
+        }
+        idle.len()
     }
 
     /// Idle HTTP/1.1 connections held.
     #[cfg(test)]
     pub fn idle_count(&self) -> usize {
         self.idle.lock().unwrap().len()
+    }
+}
+
+/// Watches an endpoint's idle connections while it has some: without it, connections at the
+/// bottom of the stack would never be popped, hence never checked, and would stay open (with
+/// their memory) for the life of the endpoint after a burst. A quarter of the timeout between
+/// sweeps: a connection is closed at most 1.25 timeouts after it became idle, for one timer
+/// event per endpoint every 15 s by default.
+async fn sweep(endpoint: Weak<Endpoint>) {
+    loop {
+        tokio::time::sleep((idle_timeout() / 4).max(Duration::from_millis(10))).await;
+        let Some(endpoint) = endpoint.upgrade() else {
+            return;
+        };
+        if endpoint.close_stale() == 0 {
+            return;
+        }
     }
 }
 

@@ -32,7 +32,7 @@ use crate::body::ProxyBody;
 use crate::error::{ProxyError, Result};
 use balance::Balancer;
 use connect::{Conn, ConnectError, Connector};
-pub use endpoint::Endpoint;
+pub use endpoint::{Endpoint, set_idle_timeout};
 use request_body::RequestBody;
 pub use tunnel::Tunnels;
 
