@@ -82,7 +82,7 @@ impl<'a> Backends<'a> {
                 slices
                     .entry((key.namespace.as_str(), service.as_str()))
                     .or_default()
-                    .push(slice);
+                    .push(&**slice);
             }
         }
         Self {

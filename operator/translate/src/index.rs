@@ -96,17 +96,18 @@ impl Object {
     }
 }
 
-/// Every object translation reads, by key. BTreeMaps keep iteration, and so output, ordered.
+/// Every object translation reads, by key. BTreeMaps keep iteration, and so output, ordered;
+/// values stay boxed as parsed, so tree nodes hold pointers, not kilobyte-sized objects.
 #[derive(Debug, Clone, Default)]
 pub struct Index {
     /// By name (cluster-scoped).
-    pub ingress_classes: BTreeMap<String, IngressClass>,
-    pub ingresses: BTreeMap<ObjectKey, Ingress>,
-    pub services: BTreeMap<ObjectKey, Service>,
-    pub endpoint_slices: BTreeMap<ObjectKey, EndpointSlice>,
-    pub secrets: BTreeMap<ObjectKey, Secret>,
-    pub config_maps: BTreeMap<ObjectKey, ConfigMap>,
-    pub policies: BTreeMap<ObjectKey, IngressPolicy>,
+    pub ingress_classes: BTreeMap<String, Box<IngressClass>>,
+    pub ingresses: BTreeMap<ObjectKey, Box<Ingress>>,
+    pub services: BTreeMap<ObjectKey, Box<Service>>,
+    pub endpoint_slices: BTreeMap<ObjectKey, Box<EndpointSlice>>,
+    pub secrets: BTreeMap<ObjectKey, Box<Secret>>,
+    pub config_maps: BTreeMap<ObjectKey, Box<ConfigMap>>,
+    pub policies: BTreeMap<ObjectKey, Box<IngressPolicy>>,
 }
 
 fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> ObjectKey {
@@ -131,25 +132,25 @@ impl Index {
         match object {
             Object::IngressClass(o) => {
                 self.ingress_classes
-                    .insert(o.metadata.name.clone().unwrap_or_default(), *o);
+                    .insert(o.metadata.name.clone().unwrap_or_default(), o);
             }
             Object::Ingress(o) => {
-                self.ingresses.insert(key_of(&o.metadata), *o);
+                self.ingresses.insert(key_of(&o.metadata), o);
             }
             Object::Service(o) => {
-                self.services.insert(key_of(&o.metadata), *o);
+                self.services.insert(key_of(&o.metadata), o);
             }
             Object::EndpointSlice(o) => {
-                self.endpoint_slices.insert(key_of(&o.metadata), *o);
+                self.endpoint_slices.insert(key_of(&o.metadata), o);
             }
             Object::Secret(o) => {
-                self.secrets.insert(key_of(&o.metadata), *o);
+                self.secrets.insert(key_of(&o.metadata), o);
             }
             Object::ConfigMap(o) => {
-                self.config_maps.insert(key_of(&o.metadata), *o);
+                self.config_maps.insert(key_of(&o.metadata), o);
             }
             Object::IngressPolicy(o) => {
-                self.policies.insert(key_of(&o.metadata), *o);
+                self.policies.insert(key_of(&o.metadata), o);
             }
         }
     }

@@ -448,6 +448,9 @@ impl<'i, 'b> Builder<'i, 'b> {
             .filter(|(_, vhost)| !vhost.routes.is_empty())
             .map(|(host, HostRoutes { mut routes, .. })| {
                 routes.sort_by(|a, b| route_order(a).cmp(&route_order(b)));
+                // Most hosts have a path or two; without this a vector grown to four slots
+                // keeps the spare ones for the life of the snapshot.
+                routes.shrink_to_fit();
                 VirtualHost { host, routes }
             })
             .collect();
