@@ -7,13 +7,16 @@
 # Each proxy (release portico-proxy --workers 1, or nginx with one process) runs under
 # `valgrind --tool=callgrind --instr-atstart=no`; instrumentation is switched on for a bounded wrk
 # run only (ICOUNT_DURATION s, default 5), then the Ir total is divided by the requests wrk
-# completed. The same run is then repeated under `strace -c -f -p` (attached for the measured run only) for syscalls per request.
-# Kernel time is not in the Ir figure. All traffic stays on 127.0.0.1. Outputs in .bench/icount/.
+# completed. The same run is then repeated without valgrind under `strace -c -f -p`, attached for
+# the measured run only, for syscalls per request (strace slows the proxy, which changes how
+# many events each epoll_wait returns: compare proxies, not absolute figures). Kernel time is not
+# in the Ir figure. All traffic stays on 127.0.0.1. Outputs in $ICOUNT_WORK (default
+# /tmp/portico-icount; bench/load.sh wipes .bench/).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-WORK=$ROOT/.bench/icount
+WORK=${ICOUNT_WORK:-${TMPDIR:-/tmp}/portico-icount}
 DURATION=${ICOUNT_DURATION:-5}
 UPSTREAM=127.0.0.1:19100
 PROXY=127.0.0.1:18180
@@ -118,7 +121,7 @@ for who in portico nginx; do
     kill -INT $tracer
     wait $tracer 2>/dev/null || true
     stop
-    calls=$(awk '$NF == "total" {print $(NF-2); exit}' "$out.strace")
+    calls=$(awk '$NF == "total" {print $4; exit}' "$out.strace")
     printf '%-8s %-8s %10s %12s %14s %12s\n' "$who" "$s" "$reqs" \
       "$(awk -v a="$ir" -v b="$reqs" 'BEGIN {printf "%.0f", a / b}')" \
       "$(awk -v a="$calls" -v b="$sreqs" 'BEGIN {printf "%.2f", a / b}')" "$errs"
