@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use notify::{RecursiveMode, Watcher};
 use portico_api::Snapshot;
@@ -42,9 +42,37 @@ pub struct ManifestsSource {
 /// would be megabytes held for a comparison) and the objects of its last good parse.
 #[derive(Debug)]
 struct File {
+    stamp: Stamp,
     digest: u64,
     objects: Vec<(Kind, ObjectKey)>,
 }
+
+/// Size and modification time: a file whose stamp did not change is not read again, so the
+/// periodic rescan of a large directory costs a `stat` per file, not a read and a hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    len: u64,
+    modified: SystemTime,
+}
+
+impl Stamp {
+    fn of(path: &Path) -> Option<Self> {
+        let meta = std::fs::metadata(path).ok()?;
+        Some(Self {
+            len: meta.len(),
+            modified: meta.modified().ok()?,
+        })
+    }
+
+    /// A write within the filesystem's timestamp granularity can leave the stamp unchanged, so
+    /// a recently modified file is read again until its stamp is old enough to be trusted.
+    fn settled(&self) -> bool {
+        self.modified.elapsed().is_ok_and(|age| age > SETTLE)
+    }
+}
+
+/// How old a modification time must be before an unchanged stamp proves an unchanged file.
+const SETTLE: Duration = Duration::from_secs(3);
 
 /// The directory's files and the index of their objects.
 #[derive(Debug, Default)]
@@ -80,12 +108,24 @@ impl Files {
             if !is_manifest(&path) {
                 continue;
             }
-            let Ok(text) = std::fs::read_to_string(&path) else {
+            let Some(stamp) = Stamp::of(&path) else {
                 continue;
             };
             seen.push(path.clone());
+            if let Some(file) = self.files.get(&path)
+                && file.stamp == stamp
+                && stamp.settled()
+            {
+                continue;
+            }
+            let Ok(text) = std::fs::read_to_string(&path) else {
+                continue;
+            };
             let digest = digest(&text);
-            if self.files.get(&path).is_some_and(|f| f.digest == digest) {
+            if let Some(file) = self.files.get_mut(&path)
+                && file.digest == digest
+            {
+                file.stamp = stamp;
                 continue;
             }
             let parsed = parse_manifests(&text, "default");
@@ -100,11 +140,12 @@ impl Files {
                     tracing::error!(file = %name, document = p.document, problem = %p.message, "manifest does not parse; keeping its previous contents");
                 }
                 match self.files.get_mut(&path) {
-                    Some(file) => file.digest = digest,
+                    Some(file) => (file.stamp, file.digest) = (stamp, digest),
                     None => {
                         self.files.insert(
                             path,
                             File {
+                                stamp,
                                 digest,
                                 objects: Vec::new(),
                             },
@@ -121,7 +162,14 @@ impl Files {
             for object in parsed.objects {
                 self.index.apply(object);
             }
-            self.files.insert(path, File { digest, objects });
+            self.files.insert(
+                path,
+                File {
+                    stamp,
+                    digest,
+                    objects,
+                },
+            );
             changed = true;
         }
         let gone: Vec<PathBuf> = self
