@@ -97,29 +97,40 @@ pub async fn serve(
         let state = state.clone();
         let builder = builder.clone();
         let watcher = graceful.watcher();
-        let timeout = options.header_read_timeout;
-        tokio::spawn(async move {
-            let _permit = permit;
-            state.metrics.active_connections.inc();
-            if tls {
-                serve_tls(
-                    stream,
-                    peer,
-                    local,
-                    state.clone(),
-                    &builder,
-                    watcher,
-                    timeout,
-                )
-                .await;
-            } else {
+        // One future per path, boxed before it is spawned: tokio moves a spawned future through
+        // several frames, and a plain connection need not carry a TLS handshake's state.
+        let active = Active::new(&state);
+        if tls {
+            let timeout = options.header_read_timeout;
+            tokio::spawn(Box::pin(async move {
+                let (_permit, _active) = (permit, active);
+                serve_tls(stream, peer, local, state, &builder, watcher, timeout).await;
+            }));
+        } else {
+            tokio::spawn(Box::pin(async move {
+                let (_permit, _active) = (permit, active);
                 let conn = Arc::new(ConnInfo::new(peer, local, false, None));
-                serve_conn(TokioIo::new(stream), conn, state.clone(), &builder, watcher).await;
-            }
-            state.metrics.active_connections.dec();
-        });
+                serve_conn(TokioIo::new(stream), conn, state, &builder, watcher).await;
+            }));
+        }
     }
     tracing::debug!(tls, "listener closed");
+}
+
+/// Counts an open connection for as long as its task holds it, however the task ends.
+struct Active(Arc<State>);
+
+impl Active {
+    fn new(state: &Arc<State>) -> Self {
+        state.metrics.active_connections.inc();
+        Self(state.clone())
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.metrics.active_connections.dec();
+    }
 }
 
 async fn serve_tls(
