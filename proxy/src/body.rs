@@ -1,8 +1,9 @@
 //! The response body type: an upstream body streamed frame by frame, or a small fixed body.
 //!
-//! An enum rather than a boxed body so that no response allocates for its body. When an
-//! upstream body ends, its [`Lease`] hands the HTTP/1.1 connection back to the pool; when the
-//! body is dropped early, the lease drops the connection instead.
+//! An enum rather than a boxed body so that no response allocates for its body. While an
+//! upstream body streams, polling it drives the HTTP/1.1 connection its [`Lease`] holds; when
+//! the body ends, the lease hands the connection back to the pool; when the body is dropped
+//! early, the lease drops the connection instead.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -45,19 +46,12 @@ impl ProxyBody {
         }
     }
 
-    /// A body streamed from an upstream. `lease` is released when the body ends.
+    /// A body streamed from an upstream. `lease` is released when the body ends; a body
+    /// already at its end drops it (the caller released it).
     pub fn upstream(body: Incoming, lease: Lease) -> Self {
-        if body.is_end_stream() {
-            lease.release();
-            return Self {
-                kind: Kind::Upstream { body, lease: None },
-            };
-        }
+        let lease = (!body.is_end_stream()).then_some(lease);
         Self {
-            kind: Kind::Upstream {
-                body,
-                lease: Some(lease),
-            },
+            kind: Kind::Upstream { body, lease },
         }
     }
 }
@@ -73,16 +67,20 @@ impl Body for ProxyBody {
         match &mut self.get_mut().kind {
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Kind::Upstream { body, lease } => {
-                let polled = Pin::new(&mut *body).poll_frame(cx);
+                let mut polled = Pin::new(&mut *body).poll_frame(cx);
+                // Nothing buffered: the connection reads more into the body, in this task.
+                if polled.is_pending() && lease.as_mut().is_some_and(|l| l.drive(cx)) {
+                    polled = Pin::new(&mut *body).poll_frame(cx);
+                }
                 match &polled {
                     Poll::Ready(None) => {
-                        if let Some(lease) = lease.take() {
-                            lease.release();
+                        if let Some(mut lease) = lease.take() {
+                            lease.release(cx);
                         }
                     }
                     Poll::Ready(Some(Ok(_))) if body.is_end_stream() => {
-                        if let Some(lease) = lease.take() {
-                            lease.release();
+                        if let Some(mut lease) = lease.take() {
+                            lease.release(cx);
                         }
                     }
                     Poll::Ready(Some(Err(_))) => drop(lease.take()),

@@ -7,13 +7,14 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use super::request_body::RequestBody;
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use portico_api::AppProtocol;
 
-use super::connect::{Conn, ConnectError, Connector};
+use super::connect::{Conn, ConnectError, Connector, H1Conn};
 
 /// Idle HTTP/1.1 connections kept per endpoint beyond those the requests in flight need. Under
 /// a steady load the pool holds about as many connections as there are requests in flight to
@@ -56,7 +57,7 @@ pub struct Endpoint {
     pub protocol: AppProtocol,
     /// Idle HTTP/1.1 connections and when each became idle; a stack, so the oldest are at
     /// the bottom, where the sweeper closes them.
-    idle: Mutex<Vec<(http1::SendRequest<RequestBody>, Instant)>>,
+    idle: Mutex<Vec<(Box<H1Conn>, Instant)>>,
     /// True while a sweeper task watches `idle`.
     sweeping: AtomicBool,
     h2: Mutex<Option<http2::SendRequest<RequestBody>>>,
@@ -141,27 +142,27 @@ impl Endpoint {
             }
         }
         loop {
-            let (mut sender, since) = self.idle.lock().unwrap().pop()?;
-            if sender.is_closed() || since.elapsed() > idle_timeout() {
+            let (mut h1, since) = self.idle.lock().unwrap().pop()?;
+            let idle_for = since.elapsed();
+            if idle_for > idle_timeout() {
                 continue;
             }
-            // The connection is handed back when the response body ends, a moment before
-            // hyper is ready for the next request on it.
-            if sender.ready().await.is_ok() {
-                return Some((Conn::H1(sender), since.elapsed()));
+            // Nobody polled it while idle, and it is not polled here either: the first poll
+            // that sends the request reads first, so a close by the server meanwhile hands
+            // the request back unsent (and `Backend::forward` tries the next connection).
+            if std::future::poll_fn(|cx| Poll::Ready(h1.is_ready(cx) || h1.poll_reusable(cx))).await
+            {
+                return Some((Conn::H1(h1), idle_for));
             }
         }
     }
 
-    /// Returns an HTTP/1.1 connection whose exchange has completed. Over [`MAX_IDLE`], it is
-    /// closed instead.
-    pub fn put_idle(self: &Arc<Self>, sender: http1::SendRequest<RequestBody>) {
-        if sender.is_closed() {
-            return;
-        }
+    /// Returns an HTTP/1.1 connection whose exchange has completed and that is ready for
+    /// another. Over [`MAX_IDLE`], it is closed instead.
+    pub fn put_idle(self: &Arc<Self>, h1: Box<H1Conn>) {
         let mut idle = self.idle.lock().unwrap();
         if idle.len() < MAX_IDLE.max(self.peak_in_flight.load(Ordering::Relaxed)) {
-            idle.push((sender, Instant::now()));
+            idle.push((h1, Instant::now()));
             // Checked under the lock, which the sweeper holds when it stops.
             if !self.sweeping.swap(true, Ordering::Relaxed) {
                 tokio::spawn(sweep(Arc::downgrade(self)));
@@ -174,8 +175,10 @@ impl Endpoint {
     /// new peak. Returns how many stay.
     fn close_stale(&self) -> usize {
         let timeout = idle_timeout();
+        // Polled without a waker: that only reads an end of stream from a server that closed.
+        let mut cx = Context::from_waker(Waker::noop());
         let mut idle = self.idle.lock().unwrap();
-        idle.retain(|(sender, since)| !sender.is_closed() && since.elapsed() <= timeout);
+        idle.retain_mut(|(h1, since)| since.elapsed() <= timeout && h1.poll_reusable(&mut cx));
         let peak = self
             .peak_in_flight
             .swap(self.in_flight(), Ordering::Relaxed);

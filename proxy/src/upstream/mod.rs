@@ -17,13 +17,13 @@ mod tunnel;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::uri::{Authority, Scheme};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version, header};
 use http_body::Body;
 use hyper::body::Incoming;
-use hyper::client::conn::http1;
 use hyper::upgrade::OnUpgrade;
 use portico_api::AppProtocol;
 use prometheus_client::metrics::counter::Counter;
@@ -31,7 +31,7 @@ use prometheus_client::metrics::counter::Counter;
 use crate::body::ProxyBody;
 use crate::error::{ProxyError, Result};
 use balance::Balancer;
-use connect::{Conn, ConnectError, Connector};
+use connect::{Conn, ConnectError, Connector, H1Conn};
 pub use endpoint::{Endpoint, set_idle_timeout};
 use request_body::RequestBody;
 pub use tunnel::Tunnels;
@@ -114,12 +114,13 @@ pub struct Backend {
     shared: Arc<Shared>,
 }
 
-/// A request's claim on an endpoint: counts as in flight until dropped, and hands an HTTP/1.1
-/// connection back to the pool when released at the end of the response body.
+/// A request's claim on an endpoint: counts as in flight until dropped. It holds the HTTP/1.1
+/// connection of the exchange, which the response body drives while it streams, and hands it
+/// back to the pool when released at the end of the body.
 #[derive(Debug)]
 pub struct Lease {
     endpoint: Arc<Endpoint>,
-    h1: Option<http1::SendRequest<RequestBody>>,
+    h1: Option<Box<H1Conn>>,
 }
 
 impl Lease {
@@ -131,10 +132,24 @@ impl Lease {
         }
     }
 
-    /// The exchange completed: the connection can carry another request.
-    pub fn release(mut self) {
-        if let Some(sender) = self.h1.take() {
-            self.endpoint.put_idle(sender);
+    /// Drives the connection of the exchange, if the lease holds one: false if it does not.
+    pub fn drive(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(h1) = &mut self.h1 else {
+            return false;
+        };
+        if !h1.drive(cx) {
+            self.h1 = None;
+        }
+        true
+    }
+
+    /// The exchange completed: the connection goes back to the pool if it can carry another
+    /// request, and is closed otherwise.
+    pub fn release(&mut self, cx: &mut Context<'_>) {
+        if let Some(mut h1) = self.h1.take()
+            && (h1.is_ready(cx) || h1.poll_reusable(cx))
+        {
+            self.endpoint.put_idle(h1);
         }
     }
 }
@@ -189,18 +204,40 @@ impl Backend {
             };
             let mut lease = Lease::new(endpoint);
             match conn {
-                Conn::H1(mut sender) => {
+                Conn::H1(mut h1) => {
                     to_origin_form(&mut req);
                     let replay = (idle_for > REPLAY_AFTER_IDLE && client_upgrade.is_none())
                         .then(|| Replay::of(&req))
                         .flatten();
-                    match sender.try_send_request(req).await {
+                    let sent = if client_upgrade.is_some() {
+                        // The connection may become a tunnel's: it gets a task of its own, and
+                        // is not pooled again.
+                        h1.into_spawned().try_send_request(req).await
+                    } else {
+                        let sent = h1.send(req).await;
+                        lease.h1 = Some(h1);
+                        sent
+                    };
+                    match sent {
                         Ok(response) => {
-                            lease.h1 = Some(sender);
+                            if response.body().is_end_stream() {
+                                std::future::poll_fn(|cx| {
+                                    lease.release(cx);
+                                    Poll::Ready(())
+                                })
+                                .await;
+                            }
                             return Ok(self.respond(response, lease, client_upgrade));
                         }
                         Err(mut e) => match (e.take_message(), replay) {
-                            (Some(back), _) if tries < max_tries => req = back,
+                            (Some(back), _) if tries < max_tries => {
+                                // Not sent: an idle connection the server had closed. Each is
+                                // dropped, so skipping them does not use up the tries.
+                                if idle_for > Duration::ZERO {
+                                    tries -= 1;
+                                }
+                                req = back;
+                            }
                             (None, Some(replay)) if tries < max_tries => {
                                 tracing::debug!(endpoint = %endpoint.addr, error = %e.error(), "idle connection failed; sending the request again");
                                 req = replay.into_request();
