@@ -21,8 +21,9 @@ use kube::{CustomResource, KubeSchema};
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 
-/// The controller name written into `status.ancestors[].controllerName`.
-pub const POLICY_CONTROLLER_NAME: &str = "portico.dev/ingress-controller";
+/// Portico's controller name: the `spec.controller` of IngressClasses it serves, and the
+/// `status.ancestors[].controllerName` it writes.
+pub const CONTROLLER_NAME: &str = "portico.dev/ingress-controller";
 
 /// Gateway API Duration: up to four `<digits><unit>` groups, units `h`, `m`, `s`, `ms`.
 pub const DURATION_PATTERN: &str = r"^([0-9]{1,5}(h|m|s|ms)){1,4}$";

@@ -22,6 +22,11 @@ const CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
 const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-default-class";
 
 /// The IngressClasses of the index, read once.
+/// True when Portico is the IngressClass's controller.
+pub(crate) fn is_ours(class: &IngressClass) -> bool {
+    class.spec.as_ref().and_then(|s| s.controller.as_deref()) == Some(CONTROLLER_NAME)
+}
+
 #[derive(Debug)]
 pub(crate) struct Classes<'a> {
     /// Names of the IngressClasses whose controller is Portico.
@@ -35,9 +40,7 @@ impl<'a> Classes<'a> {
         let ours = index
             .ingress_classes
             .iter()
-            .filter(|(_, class)| {
-                class.spec.as_ref().and_then(|s| s.controller.as_deref()) == Some(CONTROLLER_NAME)
-            })
+            .filter(|(_, class)| is_ours(class))
             .map(|(name, _)| name.as_str())
             .collect();
         // Newest wins; on equal timestamps the smallest name (the map iterates by name, and

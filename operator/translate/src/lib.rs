@@ -22,8 +22,7 @@ pub use index::{Index, Kind, Object, ObjectKey};
 pub use output::{IngressReport, Output, Warning};
 pub use parse::{ParseProblem, Parsed, parse_manifests};
 
-/// The `spec.controller` of IngressClasses Portico serves.
-pub const CONTROLLER_NAME: &str = "portico.dev/ingress-controller";
+pub use portico_crds::CONTROLLER_NAME;
 /// Value of the legacy `kubernetes.io/ingress.class` annotation that selects Portico.
 pub const LEGACY_CLASS: &str = "portico";
 

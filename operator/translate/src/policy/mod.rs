@@ -45,6 +45,7 @@ use portico_crds::{
 };
 
 use crate::backend::Backends;
+use crate::class::is_ours;
 use crate::{CONTROLLER_NAME, Index, ObjectKey, Options, Output};
 use convert::{Block, Converted, Converter, Problems, Value};
 
@@ -192,9 +193,7 @@ fn served_classes(index: &Index, options: &Options, out: &Output) -> BTreeSet<St
     let mut served: BTreeSet<String> = index
         .ingress_classes
         .iter()
-        .filter(|(_, c)| {
-            c.spec.as_ref().and_then(|s| s.controller.as_deref()) == Some(CONTROLLER_NAME)
-        })
+        .filter(|(_, class)| is_ours(class))
         .map(|(name, _)| name.clone())
         .collect();
     served.extend(out.ingresses.values().map(|r| r.class.clone()));
