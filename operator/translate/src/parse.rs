@@ -24,6 +24,9 @@ use crate::Object;
 pub struct Parsed {
     pub objects: Vec<Object>,
     pub problems: Vec<ParseProblem>,
+    /// Some document is not YAML at all: the text is mid-edit or damaged, and a caller that
+    /// had an earlier good version of it should keep that.
+    pub invalid_yaml: bool,
 }
 
 /// A document that could not be taken, and why.
@@ -65,6 +68,7 @@ pub fn parse_manifests(text: &str, default_namespace: &str) -> Parsed {
                     .err()
                     .unwrap_or(err);
                 problem(format!("invalid YAML: {err}"));
+                parsed.invalid_yaml = true;
                 continue;
             }
         };
@@ -434,6 +438,10 @@ spec: {}
             ]
         );
         assert!(parsed.objects.is_empty());
+        assert!(
+            !parsed.invalid_yaml,
+            "well-formed YAML of kinds we do not take"
+        );
     }
 
     #[test]
@@ -483,6 +491,7 @@ spec: {}
             "{}",
             parsed.problems[0].message
         );
+        assert!(parsed.invalid_yaml);
         assert_eq!(parsed.objects.len(), 1);
     }
 

@@ -129,11 +129,8 @@ impl Files {
                 continue;
             }
             let parsed = parse_manifests(&text, "default");
-            let broken = parsed
-                .problems
-                .iter()
-                .any(|p| p.message.starts_with("invalid YAML"))
-                || (parsed.objects.is_empty() && !parsed.problems.is_empty());
+            let broken =
+                parsed.invalid_yaml || (parsed.objects.is_empty() && !parsed.problems.is_empty());
             let name = path.display();
             if broken {
                 for p in &parsed.problems {
