@@ -18,6 +18,17 @@ use crate::upstream::Lease;
 #[derive(Debug)]
 pub struct ProxyBody {
     kind: Kind,
+    /// Held until the body is dropped (an in-flight permit of the concurrency limit).
+    guard: Option<Guard>,
+}
+
+/// Something a response body keeps alive while it streams.
+struct Guard(#[allow(dead_code)] Box<dyn Send + Sync>);
+
+impl std::fmt::Debug for Guard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Guard")
+    }
 }
 
 #[derive(Debug)]
@@ -36,6 +47,7 @@ impl ProxyBody {
         let bytes = (!bytes.is_empty()).then_some(bytes);
         Self {
             kind: Kind::Full(bytes),
+            guard: None,
         }
     }
 
@@ -43,6 +55,7 @@ impl ProxyBody {
     pub fn empty() -> Self {
         Self {
             kind: Kind::Full(None),
+            guard: None,
         }
     }
 
@@ -52,7 +65,15 @@ impl ProxyBody {
         let lease = (!body.is_end_stream()).then_some(lease);
         Self {
             kind: Kind::Upstream { body, lease },
+            guard: None,
         }
+    }
+
+    /// Keeps `guard` alive until the body is dropped (after its last frame, or when the client
+    /// goes away).
+    pub fn with_guard(mut self, guard: impl Send + Sync + 'static) -> Self {
+        self.guard = Some(Guard(Box::new(guard)));
+        self
     }
 }
 

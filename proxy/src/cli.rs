@@ -137,6 +137,22 @@ pub struct Cli {
     #[arg(long, env = "PORTICO_TRUST_REQUEST_ID")]
     pub trust_request_id: bool,
 
+    /// Peers (CIDRs, comma-separated) whose X-Forwarded-For is believed when policies look at
+    /// the client IP (ipAccess with source ClientIP, rate limits by ClientIP): the client is the
+    /// right-most address that is not one of them. Without it the client is always the peer.
+    #[arg(
+        long,
+        env = "PORTICO_TRUSTED_PROXIES",
+        value_name = "CIDRS",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
+    /// Redis server for rate limits with replicas: Distributed (`redis://HOST:PORT/DB`). Without
+    /// it such limits are enforced per replica, divided among the replicas.
+    #[arg(long, env = "PORTICO_REDIS_URL", value_name = "URL")]
+    pub redis_url: Option<String>,
+
     /// Namespace whose IngressPolicy overrides on IngressClasses are honoured.
     #[arg(
         long,

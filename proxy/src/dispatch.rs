@@ -1,8 +1,8 @@
 //! Per request: find the host, normalise the path, match a route, clean the headers and hand
 //! the request to the route's stack, which forwards it upstream.
 //!
-//! Each route's handler is a `tower::Service` built once per snapshot ([`route_stack`]): today
-//! the stack is only the forwarder; per-route middleware (IngressPolicy) is layered on it there.
+//! Each route's handler is a `tower::Service` built once per snapshot ([`route_stack`]): the
+//! forwarder wrapped in the layers of the route's IngressPolicy (see [`crate::policy`]).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -17,20 +17,22 @@ use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
 use hyper::body::Incoming;
 use portico_api::{Route, normalize_host};
 use tower::ServiceExt;
-use tower::util::BoxCloneSyncService;
 
 use crate::body::ProxyBody;
 use crate::error::{ProxyError, Result};
 use crate::hygiene::{self, ConnInfo};
 use crate::path::normalize_path;
+use crate::policy::{self, Client, PolicyEnv, Req, Svc};
 use crate::state::State;
-use crate::upstream::Backend;
+use crate::upstream::{Backend, RequestBody};
 
 /// The handler of one route: a boxed, cloneable service built once per snapshot.
 #[derive(Clone)]
 pub struct RouteStack {
     id: Arc<str>,
-    service: BoxCloneSyncService<Request<Incoming>, Response<ProxyBody>, ProxyError>,
+    service: Svc,
+    /// The route has policy layers, which read the request's [`Client`].
+    has_policy: bool,
 }
 
 impl std::fmt::Debug for RouteStack {
@@ -47,16 +49,27 @@ impl RouteStack {
 }
 
 /// Builds the stack of `route` against the snapshot's backends.
-pub fn route_stack(route: &Route, backends: &HashMap<&str, Arc<Backend>>) -> RouteStack {
-    let forward = Forward {
+pub fn route_stack(
+    route: &Route,
+    backends: &HashMap<&str, Arc<Backend>>,
+    policy: &PolicyEnv,
+    replicas: u32,
+) -> RouteStack {
+    let forward = Svc::new(Forward {
         backend: backends.get(route.backend.as_str()).cloned(),
         backend_id: route.backend.as_str().into(),
+    });
+    let has_policy = !route.policy.is_empty();
+    let service = if has_policy {
+        let _route = tracing::info_span!("route", id = %route.id).entered();
+        policy::stack(&route.policy, replicas, policy, forward)
+    } else {
+        forward
     };
-    // Layers of the route's IngressPolicy go here, outermost first.
-    let service = tower::ServiceBuilder::new().service(forward);
     RouteStack {
         id: route.id.as_str().into(),
-        service: BoxCloneSyncService::new(service),
+        service,
+        has_policy,
     }
 }
 
@@ -68,7 +81,7 @@ struct Forward {
     backend_id: Arc<str>,
 }
 
-impl tower::Service<Request<Incoming>> for Forward {
+impl tower::Service<Req> for Forward {
     type Response = Response<ProxyBody>;
     type Error = ProxyError;
     type Future = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>>> + Send>>;
@@ -77,7 +90,7 @@ impl tower::Service<Request<Incoming>> for Forward {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+    fn call(&mut self, req: Req) -> Self::Future {
         match &self.backend {
             Some(backend) => {
                 let backend = backend.clone();
@@ -110,7 +123,7 @@ pub async fn handle(
 
 async fn proxy(
     state: &State,
-    conn: &ConnInfo,
+    conn: &Arc<ConnInfo>,
     mut req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>> {
     let host = request_host(&req)?;
@@ -124,13 +137,22 @@ async fn proxy(
     let path = normalize_path(uri_path);
     let stack = {
         let config = state.config();
-        if let Some(sni) = conn.sni.as_deref() {
+        if conn.tls {
+            // A request may only name a host the connection's handshake was made for: one
+            // served with the same certificate, and never across a host that asks for client
+            // certificates (that handshake's verification is what its routes rely on).
             let named = normalize_host(host_str);
-            if named != sni {
+            let sni = conn.sni.as_deref();
+            if sni != Some(named.as_ref()) {
                 let router = config.router();
-                let by_host = router.sni(Some(&named)).map(|e| &e.certificate);
-                let by_sni = router.sni(Some(sni)).map(|e| &e.certificate);
-                if by_host != by_sni {
+                let by_host = router.sni(Some(&named));
+                let by_sni = router.sni(sni);
+                let mtls = by_host.is_some_and(|e| e.client_ca.is_some())
+                    || by_sni.is_some_and(|e| e.client_ca.is_some());
+                if mtls
+                    || (sni.is_some()
+                        && by_host.map(|e| &e.certificate) != by_sni.map(|e| &e.certificate))
+                {
                     return Err(ProxyError::Misdirected);
                 }
             }
@@ -149,6 +171,11 @@ async fn proxy(
         .map_err(|_| ProxyError::BadRequest("invalid path"))?;
         *req.uri_mut() = Uri::from(path_and_query);
     }
+    // Policies see the client as it was before this hop is appended to X-Forwarded-For.
+    let client = stack.has_policy.then(|| Client {
+        ip: hygiene::client_ip(req.headers(), conn, &state.trusted_proxies),
+        conn: conn.clone(),
+    });
     let http11 = req.version() == Version::HTTP_11;
     let headers = req.headers_mut();
     if !headers.contains_key(header::HOST) {
@@ -156,6 +183,10 @@ async fn proxy(
     }
     hygiene::prepare_request(headers, conn, &host, http11, state.hygiene);
     tracing::trace!(route = stack.route_id(), "routed");
+    let mut req: Req = req.map(RequestBody::Client);
+    if let Some(client) = client {
+        req.extensions_mut().insert(client);
+    }
     let mut response = stack.service.oneshot(req).await?;
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     hygiene::prepare_response(response.headers_mut(), switching);

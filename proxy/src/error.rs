@@ -22,10 +22,24 @@ pub enum ProxyError {
     /// Every endpoint of the backend is ejected after refusing connections.
     #[error("every endpoint is ejected")]
     AllEjected,
-    /// The proxy is shedding load (for the concurrency layers of IngressPolicy).
-    #[allow(dead_code)]
+    /// The route's in-flight cap (IngressPolicy `rateLimit.concurrency`) is reached.
     #[error("overloaded")]
     Overloaded,
+    /// A rate limit refused the request.
+    #[error("rate limited by {}", .0.rule)]
+    RateLimited(Box<RateLimited>),
+    /// An IngressPolicy refused the request (ipAccess, clientCertificate).
+    #[error("forbidden: {0}")]
+    Forbidden(&'static str),
+    /// The request body is larger than the route allows.
+    #[error("request body too large")]
+    PayloadTooLarge,
+    /// The backend did not answer within the route's request timeout.
+    #[error("upstream request timeout")]
+    UpstreamTimeout,
+    /// The route's policy could not be built; the route fails closed.
+    #[error("policy not usable: {0}")]
+    PolicyUnusable(std::sync::Arc<str>),
     /// The endpoint could not be reached.
     #[error("upstream connect error: {0}")]
     UpstreamConnect(#[source] std::io::Error),
@@ -61,7 +75,11 @@ impl ProxyError {
             Self::UpstreamConnect(_) | Self::UpstreamTls(_) | Self::UpstreamProtocol(_) => {
                 StatusCode::BAD_GATEWAY
             }
-            Self::UpstreamConnectTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::UpstreamConnectTimeout | Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::PolicyUnusable(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -77,7 +95,11 @@ impl ProxyError {
             Self::Overloaded => "overloaded\n",
             Self::UpstreamConnect(_) | Self::UpstreamTls(_) => "upstream connect error\n",
             Self::UpstreamProtocol(_) => "upstream protocol error\n",
-            Self::UpstreamConnectTimeout => "upstream timeout\n",
+            Self::UpstreamConnectTimeout | Self::UpstreamTimeout => "upstream timeout\n",
+            Self::RateLimited(_) => "too many requests\n",
+            Self::Forbidden(_) => "forbidden\n",
+            Self::PayloadTooLarge => "request body too large\n",
+            Self::PolicyUnusable(_) => "policy error\n",
             Self::BadRequest(_) => "bad request\n",
             Self::Misdirected => "misdirected request\n",
             Self::Internal(_) => "internal error\n",
@@ -96,6 +118,11 @@ impl ProxyError {
             Self::UpstreamConnectTimeout => "upstream_connect_timeout",
             Self::UpstreamTls(_) => "upstream_tls",
             Self::UpstreamProtocol(_) => "upstream_protocol",
+            Self::UpstreamTimeout => "upstream_timeout",
+            Self::RateLimited(_) => "rate_limited",
+            Self::Forbidden(_) => "forbidden",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::PolicyUnusable(_) => "policy_unusable",
             Self::BadRequest(_) => "bad_request",
             Self::Misdirected => "misdirected",
             Self::Internal(_) => "internal",
@@ -106,8 +133,16 @@ impl ProxyError {
     pub fn into_response(self) -> Response<ProxyBody> {
         let status = self.status();
         match status {
-            StatusCode::NOT_FOUND | StatusCode::BAD_REQUEST | StatusCode::MISDIRECTED_REQUEST => {
+            StatusCode::NOT_FOUND
+            | StatusCode::BAD_REQUEST
+            | StatusCode::MISDIRECTED_REQUEST
+            | StatusCode::TOO_MANY_REQUESTS
+            | StatusCode::FORBIDDEN
+            | StatusCode::PAYLOAD_TOO_LARGE => {
                 tracing::debug!(error = %self, "request refused");
+            }
+            StatusCode::INTERNAL_SERVER_ERROR => {
+                tracing::warn!(error = %self, kind = self.metric_label(), "request failed");
             }
             _ => tracing::debug!(error = %self, kind = self.metric_label(), "request failed"),
         }
@@ -118,7 +153,48 @@ impl ProxyError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
+        match self {
+            Self::RateLimited(limited) => limited.headers(response.headers_mut()),
+            // The connection cannot be trusted to be in sync any more (a body cut short).
+            Self::PayloadTooLarge => {
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            _ => {}
+        }
         response
+    }
+}
+
+/// What a 429 tells the client: `Retry-After` and the `RateLimit-*` fields of the IETF
+/// draft (`RateLimit-Limit`, `-Remaining`, `-Reset`, `-Policy`).
+#[derive(Debug, Clone)]
+pub struct RateLimited {
+    /// The rule's name, for logs.
+    pub rule: std::sync::Arc<str>,
+    /// Requests per window.
+    pub limit: u32,
+    /// The window in seconds (at least 1).
+    pub window_secs: u64,
+    /// When the next request would be allowed.
+    pub retry_after: std::time::Duration,
+}
+
+impl RateLimited {
+    fn headers(&self, headers: &mut http::HeaderMap) {
+        // Whole seconds, rounded up: a client that waits that long is let through.
+        let secs = self.retry_after.as_secs() + u64::from(self.retry_after.subsec_nanos() > 0);
+        let secs = secs.max(1);
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        headers.insert("ratelimit-limit", HeaderValue::from(self.limit));
+        headers.insert("ratelimit-remaining", HeaderValue::from_static("0"));
+        headers.insert("ratelimit-reset", HeaderValue::from(secs));
+        if let Ok(policy) =
+            HeaderValue::try_from(format!("{};w={}", self.limit, self.window_secs.max(1)))
+        {
+            headers.insert("ratelimit-policy", policy);
+        }
     }
 }
 

@@ -9,7 +9,10 @@
 //! `X-Forwarded-Host`, `X-Forwarded-Port` and `X-Request-Id` (a random 128-bit hex id, unless
 //! the proxy trusts incoming ids and one is present). `Host` passes unchanged.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use ipnet::IpNet;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
@@ -33,6 +36,15 @@ pub struct ConnInfo {
     pub tls: bool,
     /// The SNI server name the client sent, lower-case.
     pub sni: Option<Box<str>>,
+    /// The client certificate verified in the TLS handshake, if the client sent one.
+    pub client_cert: Option<Arc<PeerCert>>,
+}
+
+/// What the proxy keeps of a verified client certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerCert {
+    /// Subject alternative names: DNS names, URIs, e-mail addresses and IPs, as text.
+    pub sans: Vec<String>,
 }
 
 impl ConnInfo {
@@ -45,8 +57,36 @@ impl ConnInfo {
             port: HeaderValue::from(local.port()),
             tls,
             sni,
+            client_cert: None,
         }
     }
+}
+
+/// The client's address: the peer, unless the peer is a trusted proxy, in which case the
+/// right-most `X-Forwarded-For` entry that is not itself a trusted proxy (the left-most entry
+/// when all are). Entries that do not parse end the walk: nothing left of them can be trusted.
+pub fn client_ip(headers: &HeaderMap, conn: &ConnInfo, trusted: &[IpNet]) -> IpAddr {
+    let peer = conn.peer.ip().to_canonical();
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let mut client = peer;
+    let entries = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .rev()
+        .flat_map(|v| v.to_str().unwrap_or("").rsplit(','));
+    for entry in entries {
+        let Ok(ip) = entry.trim().parse::<IpAddr>() else {
+            break;
+        };
+        client = ip.to_canonical();
+        if !is_trusted(&client) {
+            break;
+        }
+    }
+    client
 }
 
 /// Policy knobs of request hygiene.
@@ -265,5 +305,34 @@ mod tests {
     #[test]
     fn request_ids_differ() {
         assert_ne!(request_id(), request_id());
+    }
+
+    #[test]
+    fn client_ip_trusts_only_trusted_proxies() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let h = headers(&[("x-forwarded-for", "6.6.6.6, 203.0.113.5, 10.1.1.1")]);
+        // The peer 10.0.0.7 is trusted, 10.1.1.1 too: the client is 203.0.113.5, not the
+        // spoofable left-most entry.
+        assert_eq!(
+            client_ip(&h, &conn(false), &trusted).to_string(),
+            "203.0.113.5"
+        );
+        // Untrusted peers are the client, whatever they claim.
+        assert_eq!(client_ip(&h, &conn(false), &[]).to_string(), "10.0.0.7");
+        // All trusted: the left-most.
+        let h = headers(&[
+            ("x-forwarded-for", "10.9.9.9"),
+            ("x-forwarded-for", "10.1.1.1"),
+        ]);
+        assert_eq!(
+            client_ip(&h, &conn(false), &trusted).to_string(),
+            "10.9.9.9"
+        );
+        // Garbage stops the walk at the last good address.
+        let h = headers(&[("x-forwarded-for", "203.0.113.9, nonsense, 10.1.1.1")]);
+        assert_eq!(
+            client_ip(&h, &conn(false), &trusted).to_string(),
+            "10.1.1.1"
+        );
     }
 }

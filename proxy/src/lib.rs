@@ -18,6 +18,7 @@ mod hygiene;
 mod listener;
 mod metrics;
 mod path;
+mod policy;
 mod source;
 mod state;
 mod tls;
@@ -51,8 +52,8 @@ enum RunError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot set up TLS: {0}")]
-    Tls(#[from] tls::CertError),
+    #[error("cannot start: {0}")]
+    State(#[from] state::StateError),
     #[error("cannot install signal handlers: {0}")]
     Signal(#[source] std::io::Error),
 }
@@ -61,7 +62,7 @@ impl RunError {
     /// 2 for a configuration the user must fix, 1 otherwise.
     fn exit_code(&self) -> u8 {
         match self {
-            Self::Source(_) => 2,
+            Self::Source(_) | Self::State(state::StateError::Redis(_)) => 2,
             _ => 1,
         }
     }
@@ -149,6 +150,8 @@ async fn run(cli: Cli) -> Result<(), RunError> {
         hygiene: Hygiene {
             trust_request_id: cli.trust_request_id,
         },
+        trusted_proxies: cli.trusted_proxies.clone(),
+        redis_url: cli.redis_url.clone(),
     })?);
     let source: Box<dyn SnapshotSource> = match (&cli.control_plane, &cli.manifests) {
         (Some(url), _) => Box::new(ControlPlaneSource { url: url.clone() }),

@@ -33,6 +33,8 @@ pub struct Metrics {
     pub snapshot_applies: Counter,
     /// Snapshots refused or failed to build.
     pub snapshot_errors: Counter,
+    /// Distributed rate-limit checks that fell back to local limits (Redis unreachable/slow).
+    pub rate_limit_backend_errors: Counter,
 }
 
 impl Default for Metrics {
@@ -91,6 +93,12 @@ impl Metrics {
             "Snapshots refused or failed to build",
             snapshot_errors.clone(),
         );
+        let rate_limit_backend_errors = Counter::default();
+        registry.register(
+            "rate_limit_backend_errors",
+            "Distributed rate-limit checks decided locally because Redis did not answer",
+            rate_limit_backend_errors.clone(),
+        );
         Self {
             registry,
             by_class,
@@ -100,6 +108,7 @@ impl Metrics {
             snapshot_version,
             snapshot_applies,
             snapshot_errors,
+            rate_limit_backend_errors,
         }
     }
 

@@ -11,12 +11,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::{ArcSwap, Guard};
+use ipnet::IpNet;
 use portico_api::{FORMAT_VERSION, Router, Snapshot};
 
 use crate::dispatch::{RouteStack, route_stack};
 use crate::error::ProxyError;
 use crate::hygiene::Hygiene;
 use crate::metrics::Metrics;
+use crate::policy::PolicyEnv;
+use crate::policy::auth::AuthEnv;
+use crate::policy::rate_limit::{Buckets, Redis};
 use crate::tls::{CertError, CertStore, TlsTable};
 use crate::upstream::{Tunnels, Upstreams};
 
@@ -52,6 +56,15 @@ impl Config {
     }
 }
 
+/// Why the state could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error(transparent)]
+    Tls(#[from] CertError),
+    #[error("invalid --redis-url: {0}")]
+    Redis(String),
+}
+
 /// Why a snapshot was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -60,10 +73,14 @@ pub enum ApplyError {
 }
 
 /// Options fixed at start-up.
-#[derive(Debug, Clone)]
+#[derive(Debug, Default)]
 pub struct StateOptions {
     pub connect_timeout: Duration,
     pub hygiene: Hygiene,
+    /// Peers whose `X-Forwarded-For` is believed (client IP for policies).
+    pub trusted_proxies: Vec<IpNet>,
+    /// Redis for `Distributed` rate limits.
+    pub redis_url: Option<String>,
 }
 
 /// Everything the listeners, the admin server and the snapshot source share.
@@ -79,12 +96,24 @@ pub struct State {
     pub metrics: Metrics,
     pub tunnels: Arc<Tunnels>,
     pub hygiene: Hygiene,
+    pub trusted_proxies: Vec<IpNet>,
+    policy: PolicyEnv,
 }
 
 impl State {
     /// A state serving an empty snapshot (everything 404) and not yet ready.
-    pub fn new(options: StateOptions) -> Result<Self, CertError> {
+    pub fn new(options: StateOptions) -> Result<Self, StateError> {
         let metrics = Metrics::new();
+        let redis = options
+            .redis_url
+            .as_deref()
+            .map(|url| Redis::new(url, metrics.rate_limit_backend_errors.clone()))
+            .transpose()
+            .map_err(|e| StateError::Redis(e.to_string()))?;
+        let policy = PolicyEnv {
+            rate_limits: Buckets::new(redis),
+            auth: AuthEnv::default(),
+        };
         let tunnels = Arc::new(Tunnels::default());
         let upstreams = Upstreams::new(
             options.connect_timeout,
@@ -108,6 +137,8 @@ impl State {
             metrics,
             tunnels,
             hygiene: options.hygiene,
+            trusted_proxies: options.trusted_proxies,
+            policy,
         })
     }
 
@@ -131,15 +162,14 @@ impl State {
             .iter()
             .map(|(id, b)| (id.as_str(), self.upstreams.backend(b)))
             .collect();
+        let replicas = snapshot.replicas;
+        let stack = |r| route_stack(r, &backends, &self.policy, replicas);
         let routes = snapshot
             .hosts
             .iter()
-            .map(|h| h.routes.iter().map(|r| route_stack(r, &backends)).collect())
+            .map(|h| h.routes.iter().map(stack).collect())
             .collect();
-        let default_route = snapshot
-            .default_route
-            .as_ref()
-            .map(|r| route_stack(r, &backends));
+        let default_route = snapshot.default_route.as_ref().map(stack);
         drop(backends);
         let router = Router::new(snapshot);
         let tls = self.certs.table(&router);
@@ -181,7 +211,7 @@ mod tests {
     fn state() -> State {
         State::new(StateOptions {
             connect_timeout: Duration::from_secs(1),
-            hygiene: Hygiene::default(),
+            ..StateOptions::default()
         })
         .unwrap()
     }

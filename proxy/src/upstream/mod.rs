@@ -33,7 +33,7 @@ use crate::error::{ProxyError, Result};
 use balance::Balancer;
 use connect::{Conn, ConnectError, Connector, H1Conn};
 pub use endpoint::{Endpoint, set_idle_timeout};
-use request_body::RequestBody;
+pub use request_body::{Limited, RequestBody};
 pub use tunnel::Tunnels;
 
 /// How long an endpoint that refused a connection is skipped.
@@ -163,11 +163,10 @@ impl Drop for Lease {
 impl Backend {
     /// Sends `req` (already cleaned by [`crate::hygiene`]) to an endpoint and returns the
     /// response with its body streaming.
-    pub async fn forward(&self, req: Request<Incoming>) -> Result<Response<ProxyBody>> {
+    pub async fn forward(&self, mut req: Request<RequestBody>) -> Result<Response<ProxyBody>> {
         if self.endpoints.is_empty() {
             return Err(ProxyError::NoEndpoints);
         }
-        let mut req = req.map(RequestBody::Client);
         let client_upgrade = req
             .headers()
             .contains_key(header::UPGRADE)
