@@ -10,6 +10,7 @@ run: ## standalone proxy on config/samples/standalone with two sample backends; 
 	./scripts/run.sh
 
 test: ## every test of the workspace (unit, golden, real-socket integration); fails if config/crd is stale
+	./scripts/install-deps.sh test
 	$(CARGO) test --workspace --locked
 	@if [ -n "$$KUBECONFIG" ]; then $(MAKE) --no-print-directory e2e; \
 	else echo "e2e: SKIPPED, KUBECONFIG is not set (the cluster tests above are listed as ignored)"; fi

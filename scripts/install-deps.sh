@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Installs the system packages a purpose needs, from the distribution's packages, when missing.
-#   install-deps.sh test    what `make test` needs
+#   install-deps.sh test    what `make test` needs (redis-server for distributed rate limits)
 #   install-deps.sh run     what `make run` needs
 #   install-deps.sh bench   what `make bench` needs (nginx, wrk, h2load)
 set -euo pipefail
 
 need=()
 case "${1:-test}" in
-  test) cmds=(curl) ;;
+  test) cmds=(curl redis-server) ;;
   run) cmds=(curl openssl) ;;
   bench) cmds=(curl nginx wrk h2load) ;;
   *) echo "usage: $0 test|run|bench" >&2; exit 2 ;;

@@ -1,4 +1,5 @@
-//! The admin listener: `/healthz`, `/readyz`, `/metrics` and `/config`.
+//! The admin listener: `/healthz`, `/readyz`, `/metrics`, `/config` and `/status` (what the
+//! translator reported of each Ingress and IngressPolicy, in standalone mode).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -58,6 +59,10 @@ fn answer(state: &State, req: &Request<Incoming>) -> Response<ProxyBody> {
             let config = state.config();
             let summary = ConfigSummary::of(config.router().snapshot());
             let json = serde_json::to_vec_pretty(&summary).unwrap_or_default();
+            with_type(StatusCode::OK, json.into(), "application/json")
+        }
+        "/status" => {
+            let json = serde_json::to_vec_pretty(&*state.translation_status()).unwrap_or_default();
             with_type(StatusCode::OK, json.into(), "application/json")
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),

@@ -21,7 +21,7 @@ use tower::ServiceExt;
 use crate::body::ProxyBody;
 use crate::error::{ProxyError, Result};
 use crate::hygiene::{self, ConnInfo};
-use crate::path::normalize_path;
+use crate::path::{match_path, normalize_path};
 use crate::policy::{self, Client, PolicyEnv, Req, Svc};
 use crate::state::State;
 use crate::upstream::{Backend, RequestBody};
@@ -157,7 +157,7 @@ async fn proxy(
                 }
             }
         }
-        config.lookup(host_str, &path)?.clone()
+        config.lookup(host_str, &match_path(&path))?.clone()
     };
     // The upstream gets the origin form: the normalised path and the original query.
     let rewrite = matches!(path, std::borrow::Cow::Owned(_))

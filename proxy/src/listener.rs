@@ -166,8 +166,16 @@ async fn serve_tls(
             return;
         }
     };
-    let conn = Arc::new(ConnInfo::new(peer, local, true, sni));
-    serve_conn(TokioIo::new(tls), conn, state, builder, watcher).await;
+    let mut info = ConnInfo::new(peer, local, true, sni);
+    // Present only when the host asked for one and it verified against the host's CA.
+    info.client_cert = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(|leaf| crate::tls::peer_cert(leaf))
+        .map(Arc::new);
+    serve_conn(TokioIo::new(tls), Arc::new(info), state, builder, watcher).await;
 }
 
 async fn serve_conn<I>(

@@ -15,6 +15,10 @@
 //! A trailing slash is kept (`/a/b/` stays as is, `/a/b/..` becomes `/a/`). Matching is
 //! case-sensitive, so `/ADMIN` is not `/admin`. Paths that need none of this (nearly all) are
 //! returned borrowed, without allocating.
+//!
+//! Route matching then ignores path parameters ([`match_path`]): `/admin;jsessionid=1/x` is
+//! matched as `/admin/x`, because servlet containers and others read it so, and a policy on
+//! `/admin` must hold for it. The backend still receives the parameters.
 
 use std::borrow::Cow;
 
@@ -120,6 +124,22 @@ pub fn normalize_path(path: &str) -> Cow<'_, str> {
     Cow::Owned(normal)
 }
 
+/// The path routes are matched against: `path` (already normalised) without the `;params` of
+/// its segments.
+pub fn match_path(path: &str) -> Cow<'_, str> {
+    if !path.contains(';') {
+        return Cow::Borrowed(path);
+    }
+    let mut out = String::with_capacity(path.len());
+    for (i, segment) in path.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        out.push_str(segment.split(';').next().unwrap_or(""));
+    }
+    Cow::Owned(out)
+}
+
 fn utf8_len(first: u8) -> usize {
     match first {
         0x00..=0x7f => 1,
@@ -183,6 +203,14 @@ mod tests {
         for (input, want) in cases {
             assert_eq!(normalize_path(input), want, "{input}");
         }
+    }
+
+    #[test]
+    fn path_parameters_are_not_matched() {
+        assert_eq!(match_path("/admin;x"), "/admin");
+        assert_eq!(match_path("/admin;a=1;b=2/users;v=3"), "/admin/users");
+        assert_eq!(match_path("/;x/a"), "//a");
+        assert!(matches!(match_path("/plain/path"), Cow::Borrowed(_)));
     }
 
     #[test]

@@ -98,6 +98,8 @@ pub struct State {
     pub hygiene: Hygiene,
     pub trusted_proxies: Vec<IpNet>,
     policy: PolicyEnv,
+    /// What the translator said of the objects (standalone mode): `/status` on the admin port.
+    translation_status: ArcSwap<serde_json::Value>,
 }
 
 impl State {
@@ -139,6 +141,7 @@ impl State {
             hygiene: options.hygiene,
             trusted_proxies: options.trusted_proxies,
             policy,
+            translation_status: ArcSwap::from_pointee(serde_json::json!({})),
         })
     }
 
@@ -194,6 +197,16 @@ impl State {
     /// Turns readiness off for good.
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::Release);
+    }
+
+    /// Records the translator's report of Ingresses and IngressPolicies.
+    pub fn set_translation_status(&self, status: serde_json::Value) {
+        self.translation_status.store(Arc::new(status));
+    }
+
+    /// The translator's last report.
+    pub fn translation_status(&self) -> Arc<serde_json::Value> {
+        self.translation_status.load_full()
     }
 
     /// Counts a failure to produce a snapshot (for example a translation that could not run).

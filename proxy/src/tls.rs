@@ -10,7 +10,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use portico_api::{Certificate, Router};
-use rustls::ServerConfig;
+use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::ClientCertVerifier;
+use rustls::{RootCertStore, ServerConfig};
+
+use crate::hygiene::PeerCert;
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ProducesTickets, ResolvesServerCert, StoresServerSessions};
 use rustls::sign::CertifiedKey;
@@ -71,7 +75,7 @@ impl CertStore {
             key_pem: generated.signing_key.serialize_pem(),
         };
         let fallback_key = Arc::new(certified_key(&provider, &fallback_pem)?);
-        let fallback = server_config(&provider, &sessions, ticketer.as_ref(), fallback_key);
+        let fallback = server_config(&provider, &sessions, ticketer.as_ref(), fallback_key, None);
         Ok(Self {
             provider,
             sessions,
@@ -81,18 +85,20 @@ impl CertStore {
         })
     }
 
-    fn server_config(&self, key: Arc<CertifiedKey>) -> Arc<ServerConfig> {
-        server_config(&self.provider, &self.sessions, self.ticketer.as_ref(), key)
-    }
-
     /// The TLS table of a snapshot. Certificates that cannot be parsed are logged and their
-    /// hosts get the fallback certificate.
+    /// hosts get the fallback certificate. Hosts with a client CA (IngressPolicy
+    /// `clientCertificate`) get a config that asks for a client certificate and verifies it
+    /// against that CA; clients without one still connect, and the routes that require one
+    /// refuse them.
     pub fn table(&self, router: &Router) -> TlsTable {
         let snapshot = router.snapshot();
         let mut cache = self.cache.lock().unwrap();
-        let mut by_cert = HashMap::new();
+        let mut configs: HashMap<(&str, Option<&str>), Arc<ServerConfig>> = HashMap::new();
+        let mut by_host = HashMap::new();
         for entry in &snapshot.sni {
-            if by_cert.contains_key(&entry.certificate) {
+            let ca = entry.client_ca.as_ref().map(|c| c.ca_pem.as_str());
+            if let Some(config) = configs.get(&(entry.certificate.as_str(), ca)) {
+                by_host.insert(entry.host.clone(), config.clone());
                 continue;
             }
             let Some(pem) = snapshot.certificates.get(&entry.certificate) else {
@@ -113,11 +119,26 @@ impl CertStore {
                     }
                 },
             };
-            by_cert.insert(entry.certificate.clone(), self.server_config(key));
+            let verifier = ca.and_then(|ca| match client_verifier(&self.provider, ca) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    tracing::warn!(host = %entry.host, error = %e, "unusable client CA: no client certificates are asked for, and routes that require one refuse every request");
+                    None
+                }
+            });
+            let config = server_config(
+                &self.provider,
+                &self.sessions,
+                self.ticketer.as_ref(),
+                key,
+                verifier,
+            );
+            configs.insert((entry.certificate.as_str(), ca), config.clone());
+            by_host.insert(entry.host.clone(), config);
         }
         cache.retain(|id, _| snapshot.certificates.contains_key(id));
         TlsTable {
-            by_cert,
+            by_host,
             fallback: self.fallback.clone(),
         }
     }
@@ -125,16 +146,60 @@ impl CertStore {
     /// A table with only the fallback certificate.
     pub fn empty_table(&self) -> TlsTable {
         TlsTable {
-            by_cert: HashMap::new(),
+            by_host: HashMap::new(),
             fallback: self.fallback.clone(),
         }
     }
 }
 
-/// The server configs of one snapshot, by certificate id.
+/// A verifier of client certificates issued by the CAs in `ca_pem`; clients may also send none.
+fn client_verifier(
+    provider: &Arc<CryptoProvider>,
+    ca_pem: &str,
+) -> Result<Arc<dyn ClientCertVerifier>, CertError> {
+    let mut roots = RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
+        roots.add(cert?)?;
+    }
+    if roots.is_empty() {
+        return Err(CertError::NoCertificate);
+    }
+    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| CertError::Key(rustls::Error::General(e.to_string())))
+}
+
+/// The subject alternative names of a verified client certificate (DER), as text.
+pub fn peer_cert(der: &[u8]) -> Option<PeerCert> {
+    use x509_parser::extensions::GeneralName;
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let sans = match cert.subject_alternative_name() {
+        Ok(Some(ext)) => ext
+            .value
+            .general_names
+            .iter()
+            .filter_map(|name| match name {
+                GeneralName::DNSName(s) | GeneralName::URI(s) | GeneralName::RFC822Name(s) => {
+                    Some(s.to_string())
+                }
+                GeneralName::IPAddress(b) => match b.len() {
+                    4 => Some(std::net::IpAddr::from(<[u8; 4]>::try_from(*b).ok()?).to_string()),
+                    16 => Some(std::net::IpAddr::from(<[u8; 16]>::try_from(*b).ok()?).to_string()),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    Some(PeerCert { sans })
+}
+
+/// The server configs of one snapshot, by SNI entry host.
 #[derive(Debug)]
 pub struct TlsTable {
-    by_cert: HashMap<String, Arc<ServerConfig>>,
+    by_host: HashMap<String, Arc<ServerConfig>>,
     fallback: Arc<ServerConfig>,
 }
 
@@ -144,7 +209,7 @@ impl TlsTable {
     pub fn choose(&self, router: &Router, server_name: Option<&str>) -> Arc<ServerConfig> {
         router
             .sni(server_name)
-            .and_then(|entry| self.by_cert.get(&entry.certificate))
+            .and_then(|entry| self.by_host.get(&entry.host))
             .unwrap_or(&self.fallback)
             .clone()
     }
@@ -155,12 +220,16 @@ fn server_config(
     sessions: &Arc<dyn StoresServerSessions>,
     ticketer: Option<&Arc<dyn ProducesTickets>>,
     key: Arc<CertifiedKey>,
+    client: Option<Arc<dyn ClientCertVerifier>>,
 ) -> Arc<ServerConfig> {
-    let mut config = ServerConfig::builder_with_provider(provider.clone())
+    let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .expect("the aws-lc-rs provider supports the default versions")
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(Single(key)));
+        .expect("the aws-lc-rs provider supports the default versions");
+    let builder = match client {
+        Some(verifier) => builder.with_client_cert_verifier(verifier),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(Arc::new(Single(key)));
     config.alpn_protocols = alpn();
     config.session_storage = sessions.clone();
     if let Some(ticketer) = ticketer {

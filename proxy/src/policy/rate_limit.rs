@@ -1,8 +1,10 @@
 //! `rateLimit`: GCRA limits per key (governor), the in-flight cap, and limits shared through
 //! Redis.
 //!
-//! A rule allows `requests` per `period` spread evenly (one every `period / requests`), plus
-//! `burst` requests at once, like nginx's `limit_req`. Over the limit: 429 with `Retry-After`
+//! A rule is a token bucket (GCRA): it holds `requests + burst` tokens, refilled at `requests`
+//! per `period`, one every `period / requests`. So `100 per 1m` lets 100 requests through at
+//! once and then one every 600 ms; over a long run the rate is the configured one, plus the
+//! bucket's size once. Over the limit: 429 with `Retry-After`
 //! and `RateLimit-*` headers. Keys: the client IP, a header's value (requests without the
 //! header share one bucket), a JWT claim or the API key's client id (rules with those keys run
 //! after authentication), or one global bucket.
@@ -94,7 +96,8 @@ pub struct LocalBucket<C: Clock = DefaultClock> {
 }
 
 impl<C: Clock + Clone> LocalBucket<C> {
-    /// A bucket of `requests` per `period_ms` plus `burst`; `None` for a zero limit or period.
+    /// A bucket of `requests + burst` tokens refilled at `requests` per `period_ms`; `None` for a
+    /// zero limit or period.
     pub fn new(
         requests: u32,
         period_ms: u64,
@@ -105,8 +108,8 @@ impl<C: Clock + Clone> LocalBucket<C> {
         let per_request = Duration::from_nanos(
             (u128::from(period_ms) * 1_000_000 / u128::from(requests.max(1))).max(1) as u64,
         );
-        let quota =
-            Quota::with_period(per_request)?.allow_burst(NonZeroU32::new(burst.saturating_add(1))?);
+        let quota = Quota::with_period(per_request)?
+            .allow_burst(NonZeroU32::new(requests.saturating_add(burst))?);
         (requests > 0 && period_ms > 0).then(|| Self {
             fingerprint: (requests, period_ms, burst),
             limiter: RateLimiter::dashmap_with_clock(quota, clock.clone()),
@@ -171,7 +174,7 @@ pub struct Redis {
 }
 
 /// GCRA on the Redis server's clock, in microseconds. KEYS[1]: the cell. ARGV: emission
-/// interval, tolerance (burst * interval). Returns 0 when allowed, else microseconds to wait.
+/// interval, tolerance ((bucket size - 1) * interval). Returns 0 when allowed, else microseconds to wait.
 const GCRA_SCRIPT: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -345,7 +348,10 @@ impl Buckets {
             Distributed {
                 prefix: format!("portico:rl:{}:", rule.bucket_id),
                 interval_us,
-                tolerance_us: interval_us.saturating_mul(u64::from(l.burst)),
+                // A full bucket lets `requests + burst` through at once.
+                tolerance_us: interval_us.saturating_mul(u64::from(
+                    l.requests.saturating_add(l.burst).saturating_sub(1),
+                )),
             }
         });
         if distributed.is_some() && self.redis.is_none() {
@@ -636,13 +642,13 @@ mod tests {
     }
 
     #[test]
-    fn requests_are_spread_over_the_period_plus_burst() {
-        // 10 per second, burst 2: three at once, then one every 100 ms.
+    fn a_full_bucket_then_the_rate() {
+        // 10 per second, burst 2: twelve at once, then one every 100 ms.
         let (b, clock) = bucket(10, 1000, 2, 100);
         let ip = || Key::Ip("10.0.0.1".parse().unwrap());
-        assert!(b.check(ip()).is_ok());
-        assert!(b.check(ip()).is_ok());
-        assert!(b.check(ip()).is_ok());
+        for _ in 0..12 {
+            assert!(b.check(ip()).is_ok());
+        }
         let wait = b.check(ip()).unwrap_err();
         assert_eq!(wait, Duration::from_millis(100));
         // Other keys have their own cells.
@@ -650,13 +656,17 @@ mod tests {
         clock.advance(Duration::from_millis(100));
         assert!(b.check(ip()).is_ok());
         assert!(b.check(ip()).is_err());
-        // Over 10 s, 10/s allows 100 (+ the burst of 3 at the start), not more.
+        // Over 10 s at 100 tries a second, 10/s allows 100, not more.
         let mut allowed = 0;
         for _ in 0..1000 {
             clock.advance(Duration::from_millis(10));
             allowed += usize::from(b.check(ip()).is_ok());
         }
         assert_eq!(allowed, 100);
+        // Idle for a while, the bucket is full again, never fuller.
+        clock.advance(Duration::from_secs(60));
+        let burst = (0..100).filter(|_| b.check(ip()).is_ok()).count();
+        assert_eq!(burst, 12);
     }
 
     #[test]

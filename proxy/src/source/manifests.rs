@@ -203,14 +203,26 @@ impl ManifestsSource {
         }
     }
 
-    /// Translates the files into the snapshot this proxy serves.
-    fn snapshot(&self, files: &Files) -> Snapshot {
+    /// Translates the files into the snapshot this proxy serves, and records what the
+    /// translator said of each Ingress and IngressPolicy (logged, and on `/status`).
+    fn snapshot(&self, files: &Files, state: &State) -> Snapshot {
         let output = translate(&files.index, &self.options());
         for (ingress, report) in &output.ingresses {
             for w in &report.warnings {
                 tracing::warn!(%ingress, reason = %w.reason, "{}", w.message);
             }
         }
+        for (policy, status) in &output.policies {
+            for ancestor in &status.ancestors {
+                for c in ancestor.conditions.iter().filter(|c| c.status != "True") {
+                    tracing::warn!(%policy, condition = %c.r#type, reason = %c.reason, "{}", c.message);
+                }
+            }
+        }
+        state.set_translation_status(serde_json::json!({
+            "ingresses": output.ingresses,
+            "policies": output.policies,
+        }));
         let class = self.class.clone().unwrap_or_default();
         let mut snapshots = output.snapshots;
         let picked = match &self.class {
@@ -221,7 +233,7 @@ impl ManifestsSource {
     }
 
     fn apply(&self, files: &Files, state: &State, version: &mut u64) {
-        let mut snapshot = self.snapshot(files);
+        let mut snapshot = self.snapshot(files, state);
         *version += 1;
         snapshot.version = *version;
         let routes = snapshot.route_count();

@@ -185,6 +185,22 @@ async fn backend_answer(
             .body(full(Bytes::new()))
             .unwrap());
     }
+    // Backends whose name starts with `failing` answer 503 on /flaky.
+    if path == "/flaky" && name.starts_with("failing") {
+        return Ok(Response::builder()
+            .status(StatusCode::SERVICE_UNAVAILABLE)
+            .header("x-backend", name.as_str())
+            .body(full("failing\n"))
+            .unwrap());
+    }
+    if path == "/status" {
+        let code = query_param(&req, "code").unwrap_or(200) as u16;
+        return Ok(Response::builder()
+            .status(code)
+            .header("x-backend", name.as_str())
+            .body(full(format!("status {code}\n")))
+            .unwrap());
+    }
     if path == "/slow" {
         let ms = query_param(&req, "ms").unwrap_or(1000);
         tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -727,6 +743,14 @@ where
 
 /// A TLS client config that accepts any certificate (the tests check which one they got).
 pub fn insecure_tls(alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+    insecure_tls_with_cert(alpn, None)
+}
+
+/// Like [`insecure_tls`], presenting a client certificate `(cert DER, key DER)` if given.
+pub fn insecure_tls_with_cert(
+    alpn: &[&[u8]],
+    client: Option<(Vec<u8>, Vec<u8>)>,
+) -> Arc<rustls::ClientConfig> {
     #[derive(Debug)]
     struct AnyCert(Arc<rustls::crypto::CryptoProvider>);
     impl rustls::client::danger::ServerCertVerifier for AnyCert {
@@ -771,12 +795,20 @@ pub fn insecure_tls(alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
         }
     }
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .unwrap()
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
-        .with_no_client_auth();
+        .with_custom_certificate_verifier(Arc::new(AnyCert(provider)));
+    let mut config = match client {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(
+                vec![cert.into()],
+                rustls::pki_types::PrivateKeyDer::try_from(key).unwrap(),
+            )
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Arc::new(config)
 }
