@@ -62,7 +62,7 @@ pub fn route_stack(
     let has_policy = !route.policy.is_empty();
     let service = if has_policy {
         let _route = tracing::info_span!("route", id = %route.id).entered();
-        policy::stack(&route.policy, replicas, policy, forward)
+        policy::stack(&route.id, &route.policy, replicas, policy, forward)
     } else {
         forward
     };
@@ -111,10 +111,20 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> std::result::Result<Response<ProxyBody>, Infallible> {
     let start = Instant::now();
-    let response = match proxy(&state, &conn, req).await {
+    if let Some(timer) = &conn.head_timer {
+        timer.head_received();
+    }
+    let mut response = match proxy(&state, &conn, req).await {
         Ok(response) => response,
         Err(e) => e.into_response(),
     };
+    if let Some(timer) = &conn.head_timer {
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            timer.upgraded();
+        } else {
+            response = response.map(|body| body.with_head_timer(timer.clone()));
+        }
+    }
     state
         .metrics
         .record(response.status().as_u16(), start.elapsed().as_secs_f64());

@@ -14,6 +14,7 @@ mod body;
 pub mod cli;
 mod dispatch;
 mod error;
+mod head_timeout;
 mod hygiene;
 mod listener;
 mod metrics;

@@ -114,6 +114,7 @@ impl State {
             .map_err(|e| StateError::Redis(e.to_string()))?;
         let policy = PolicyEnv {
             rate_limits: Buckets::new(redis),
+            retry_budgets: Default::default(),
             auth: AuthEnv::default(),
         };
         let tunnels = Arc::new(Tunnels::default());

@@ -948,3 +948,68 @@ spec:
     let rogue = status["policies"]["default/rogue"].to_string();
     assert!(rogue.contains("\"False\""), "{rogue}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_too_slow_to_send_a_head_get_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let backend = Backend::start("web").await;
+    let m = Manifests::new();
+    m.write("svc.yaml", &service("web", &[backend.addr.port()], None));
+    m.write(
+        "app.yaml",
+        &ingress("app", "app.test", &[("/", "Prefix", "web")]),
+    );
+    let proxy = Proxy::start(&m.dir, &["--header-read-timeout", "500ms"]).await;
+
+    async fn answer<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> String {
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    // Half a head, then nothing: 408 and the connection closed.
+    let mut s = tokio::net::TcpStream::connect(proxy.http).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: app").await.unwrap();
+    let started = Instant::now();
+    let text = answer(&mut s).await;
+    assert!(
+        text.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+        "{text:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+
+    // A keep-alive connection: a whole request is served, a slow second head gets 408, and
+    // idling before it did not count.
+    let mut s = tokio::net::TcpStream::connect(proxy.http).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = vec![0u8; 4096];
+    let n = s.read(&mut first).await.unwrap();
+    assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    s.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+    let text = answer(&mut s).await;
+    assert!(text.starts_with("HTTP/1.1 408"), "{text:?}");
+
+    // The same over TLS (HTTP/1.1 by ALPN).
+    let mut tls = tls_connect(proxy.https, Some("app.test"), &[b"http/1.1"]).await;
+    tls.write_all(b"GET / HTTP/1.1\r\nHo").await.unwrap();
+    let text = answer(&mut tls).await;
+    assert!(text.starts_with("HTTP/1.1 408"), "{text:?}");
+
+    // A slow body is not a slow head: an upload trickling in is served.
+    let mut s = tokio::net::TcpStream::connect(proxy.http).await.unwrap();
+    s.write_all(b"POST /upload HTTP/1.1\r\nHost: app.test\r\nContent-Length: 4\r\n\r\nab")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    s.write_all(b"cd").await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(
+        text.starts_with("HTTP/1.1 200") && text.ends_with("4"),
+        "{text:?}"
+    );
+}
