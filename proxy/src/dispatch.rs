@@ -1,8 +1,8 @@
 //! Per request: find the host, normalise the path, match a route, clean the headers and hand
 //! the request to the route's stack, which forwards it upstream.
 //!
-//! Each route's handler is a `tower::Service` built once per snapshot ([`route_stack`]): today
-//! the stack is only the forwarder; per-route middleware (IngressPolicy) is layered on it there.
+//! Each route's handler is a `tower::Service` built once per snapshot ([`route_stack`]): the
+//! forwarder, wrapped in the route's IngressPolicy middleware.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -23,6 +23,7 @@ use crate::body::ProxyBody;
 use crate::error::{ProxyError, Result};
 use crate::hygiene::{self, ConnInfo};
 use crate::path::normalize_path;
+use crate::policy::auth::{AuthEnv, AuthLayer};
 use crate::state::State;
 use crate::upstream::Backend;
 
@@ -47,16 +48,37 @@ impl RouteStack {
 }
 
 /// Builds the stack of `route` against the snapshot's backends.
-pub fn route_stack(route: &Route, backends: &HashMap<&str, Arc<Backend>>) -> RouteStack {
+pub fn route_stack(
+    route: &Route,
+    backends: &HashMap<&str, Arc<Backend>>,
+    auth: &AuthEnv,
+) -> RouteStack {
     let forward = Forward {
         backend: backends.get(route.backend.as_str()).cloned(),
         backend_id: route.backend.as_str().into(),
     };
     // Layers of the route's IngressPolicy go here, outermost first.
-    let service = tower::ServiceBuilder::new().service(forward);
+    let service = match route.policy.authentication.as_deref() {
+        None => BoxCloneSyncService::new(forward),
+        Some(config) => match AuthLayer::new(config, auth) {
+            Ok(layer) => BoxCloneSyncService::new(
+                tower::ServiceBuilder::new()
+                    // authentication: 401 (or the auth service's answer) before the backend
+                    .layer(layer)
+                    .service(forward),
+            ),
+            // Fail closed: a block the proxy cannot enforce must not let requests through.
+            Err(e) => {
+                tracing::error!(route = %route.id, error = %e, "cannot enforce authentication; the route answers 500");
+                BoxCloneSyncService::new(tower::service_fn(|_: Request<Incoming>| async {
+                    Err(ProxyError::Internal("authentication is misconfigured"))
+                }))
+            }
+        },
+    };
     RouteStack {
         id: route.id.as_str().into(),
-        service: BoxCloneSyncService::new(service),
+        service,
     }
 }
 

@@ -4,6 +4,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::body::ProxyBody;
+use crate::policy::auth;
 
 /// A request that could not be proxied. Each variant maps to exactly one status in
 /// [`ProxyError::status`], and [`ProxyError::into_response`] is the only place that builds
@@ -48,6 +49,10 @@ pub enum ProxyError {
     /// A bug or an impossible state.
     #[error("internal error: {0}")]
     Internal(&'static str),
+    /// Authentication refused the request (401), the auth service said no (its own answer),
+    /// or could not be asked (503).
+    #[error("authentication: {0}")]
+    Auth(#[from] auth::Rejection),
 }
 
 impl ProxyError {
@@ -65,6 +70,7 @@ impl ProxyError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Auth(r) => r.status(),
         }
     }
 
@@ -81,6 +87,8 @@ impl ProxyError {
             Self::BadRequest(_) => "bad request\n",
             Self::Misdirected => "misdirected request\n",
             Self::Internal(_) => "internal error\n",
+            Self::Auth(auth::Rejection::Unavailable(_)) => "authentication unavailable\n",
+            Self::Auth(_) => "unauthorized\n",
         }
     }
 
@@ -99,6 +107,7 @@ impl ProxyError {
             Self::BadRequest(_) => "bad_request",
             Self::Misdirected => "misdirected",
             Self::Internal(_) => "internal",
+            Self::Auth(r) => r.metric_label(),
         }
     }
 
@@ -111,13 +120,21 @@ impl ProxyError {
             }
             _ => tracing::debug!(error = %self, kind = self.metric_label(), "request failed"),
         }
-        let mut response =
-            Response::new(ProxyBody::full(Bytes::from_static(self.body().as_bytes())));
+        // The auth service's own answer goes back as it is; challenges join the uniform body.
+        let (own_body, extra) = match &self {
+            Self::Auth(r) => (r.body(), r.headers()),
+            _ => (None, http::HeaderMap::new()),
+        };
+        let body = own_body.unwrap_or_else(|| Bytes::from_static(self.body().as_bytes()));
+        let mut response = Response::new(ProxyBody::full(body));
         *response.status_mut() = status;
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
+        if !extra.contains_key(header::CONTENT_TYPE) {
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+        }
+        response.headers_mut().extend(extra);
         response
     }
 }

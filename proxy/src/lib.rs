@@ -18,6 +18,7 @@ mod hygiene;
 mod listener;
 mod metrics;
 mod path;
+pub mod policy;
 mod source;
 mod state;
 mod tls;

@@ -6,6 +6,7 @@
 //! connections (which hold only their sockets) are untouched by swaps.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,6 +18,7 @@ use crate::dispatch::{RouteStack, route_stack};
 use crate::error::ProxyError;
 use crate::hygiene::Hygiene;
 use crate::metrics::Metrics;
+use crate::policy::auth::AuthEnv;
 use crate::tls::{CertError, CertStore, TlsTable};
 use crate::upstream::{Tunnels, Upstreams};
 
@@ -79,6 +81,10 @@ pub struct State {
     pub metrics: Metrics,
     pub tunnels: Arc<Tunnels>,
     pub hygiene: Hygiene,
+    /// Authentication's JWKS cache and HTTP client, kept across snapshots.
+    auth: AuthEnv,
+    /// Endpoints of the snapshot being built or in force, by backend id, for forward auth.
+    auth_endpoints: Arc<ArcSwap<HashMap<String, Vec<SocketAddr>>>>,
 }
 
 impl State {
@@ -92,6 +98,11 @@ impl State {
             metrics.upstream_connect_errors.clone(),
         );
         let certs = CertStore::new()?;
+        let auth_endpoints: Arc<ArcSwap<HashMap<String, Vec<SocketAddr>>>> = Arc::default();
+        let endpoints = auth_endpoints.clone();
+        let auth = AuthEnv::new(Arc::new(move |id: &str| {
+            endpoints.load().get(id).cloned().unwrap_or_default()
+        }));
         let empty = Config {
             router: Router::new(Snapshot::empty("")),
             routes: Vec::new(),
@@ -108,6 +119,8 @@ impl State {
             metrics,
             tunnels,
             hygiene: options.hygiene,
+            auth,
+            auth_endpoints,
         })
     }
 
@@ -126,6 +139,19 @@ impl State {
             });
         }
         let version = snapshot.version;
+        self.auth_endpoints.store(Arc::new(
+            snapshot
+                .backends
+                .iter()
+                .map(|(id, b)| {
+                    let addrs = b
+                        .endpoints
+                        .iter()
+                        .map(|e| SocketAddr::new(e.address, e.port));
+                    (id.clone(), addrs.collect())
+                })
+                .collect(),
+        ));
         let backends: HashMap<&str, _> = snapshot
             .backends
             .iter()
@@ -134,12 +160,17 @@ impl State {
         let routes = snapshot
             .hosts
             .iter()
-            .map(|h| h.routes.iter().map(|r| route_stack(r, &backends)).collect())
+            .map(|h| {
+                h.routes
+                    .iter()
+                    .map(|r| route_stack(r, &backends, &self.auth))
+                    .collect()
+            })
             .collect();
         let default_route = snapshot
             .default_route
             .as_ref()
-            .map(|r| route_stack(r, &backends));
+            .map(|r| route_stack(r, &backends, &self.auth));
         drop(backends);
         let router = Router::new(snapshot);
         let tls = self.certs.table(&router);

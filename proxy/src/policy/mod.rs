@@ -1,0 +1,3 @@
+//! Per-route IngressPolicy middleware, one tower layer per block.
+
+pub mod auth;
