@@ -1,11 +1,14 @@
 //! HTTP basic authentication against an htpasswd file: bcrypt (`$2y$`, `$2a$`, `$2b$`),
 //! `{SHA}` and apr1 (`$apr1$`, Apache's MD5) lines, as `htpasswd` writes them.
 //!
-//! bcrypt is slow on purpose (tens of milliseconds at cost 10), so it runs on the blocking pool
-//! rather than stalling the connection's worker.
+//! bcrypt is slow on purpose (tens of milliseconds at cost 10), and browsers send the same
+//! credentials with every request. So it runs on the blocking pool, a few at a time rather than
+//! stalling connections' workers or starting a thread per guess, and a verified password is
+//! remembered per user as a salted SHA-256 (as Apache's `mod_authn_socache` does): the next
+//! request with it costs a hash, not a bcrypt.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -13,7 +16,9 @@ use http::request::Parts;
 use http::{HeaderValue, header};
 use md5::Md5;
 use sha1::{Digest, Sha1};
+use sha2::Sha256;
 use subtle::ConstantTimeEq;
+use tokio::sync::Semaphore;
 
 use super::{AuthConfigError, AuthMethod, Identity, Outcome};
 
@@ -28,6 +33,17 @@ enum Hash {
 pub struct Basic {
     users: HashMap<String, Arc<Hash>>,
     challenge: HeaderValue,
+    /// Salt of the remembered passwords, random per block.
+    salt: [u8; 16],
+    /// Salted SHA-256 of the last bcrypt-verified password of each user.
+    verified: Mutex<HashMap<String, [u8; 32]>>,
+}
+
+/// bcrypt verifications running at once: one per core.
+fn bcrypt_slots() -> &'static Semaphore {
+    static SLOTS: OnceLock<Semaphore> = OnceLock::new();
+    SLOTS
+        .get_or_init(|| Semaphore::new(std::thread::available_parallelism().map_or(1, |n| n.get())))
 }
 
 impl Basic {
@@ -53,7 +69,14 @@ impl Basic {
         let realm = config.realm.replace(['"', '\\'], "");
         let challenge =
             HeaderValue::from_str(&format!("Basic realm=\"{realm}\"")).map_err(|_| bad_realm())?;
-        Ok(Self { users, challenge })
+        let mut salt = [0u8; 16];
+        salt.fill_with(|| fastrand::u8(..));
+        Ok(Self {
+            users,
+            challenge,
+            salt,
+            verified: Mutex::new(HashMap::new()),
+        })
     }
 
     pub async fn check(&self, parts: &mut Parts) -> Outcome {
@@ -65,12 +88,7 @@ impl Basic {
             return refused();
         };
         let ok = match &**hash {
-            Hash::Bcrypt(_) => {
-                let hash = hash.clone();
-                tokio::task::spawn_blocking(move || verify(&hash, &password))
-                    .await
-                    .unwrap_or(false)
-            }
+            Hash::Bcrypt(_) => self.verify_bcrypt(&user, hash, password).await,
             _ => verify(hash, &password),
         };
         if !ok {
@@ -82,6 +100,32 @@ impl Basic {
             claims: None,
             client_id: None,
         })
+    }
+}
+
+impl Basic {
+    async fn verify_bcrypt(&self, user: &str, hash: &Arc<Hash>, password: Vec<u8>) -> bool {
+        let fingerprint: [u8; 32] = Sha256::new()
+            .chain_update(self.salt)
+            .chain_update(&password)
+            .finalize()
+            .into();
+        let remembered = self.verified.lock().unwrap().get(user).copied();
+        if remembered.is_some_and(|r| bool::from(r.ct_eq(&fingerprint))) {
+            return true;
+        }
+        let Ok(_slot) = bcrypt_slots().acquire().await else {
+            return false;
+        };
+        let hash = hash.clone();
+        let ok = tokio::task::spawn_blocking(move || verify(&hash, &password))
+            .await
+            .unwrap_or(false);
+        if ok {
+            let mut verified = self.verified.lock().unwrap();
+            verified.insert(user.to_owned(), fingerprint);
+        }
+        ok
     }
 }
 

@@ -175,12 +175,7 @@ impl External {
                     parts.headers.append(name.clone(), value.clone());
                 }
             }
-            return Outcome::Accepted(Identity {
-                method: AuthMethod::External,
-                subject: None,
-                claims: None,
-                client_id: None,
-            });
+            return Outcome::Accepted(Identity::new(AuthMethod::External));
         }
         let mut headers = head.headers;
         for name in HOP_BY_HOP {
@@ -247,12 +242,7 @@ impl External {
     fn unreachable(&self, why: String) -> Outcome {
         if self.fail_open {
             tracing::warn!(error = %why, "authentication service unreachable; failing open");
-            return Outcome::Accepted(Identity {
-                method: AuthMethod::External,
-                subject: None,
-                claims: None,
-                client_id: None,
-            });
+            return Outcome::Accepted(Identity::new(AuthMethod::External));
         }
         tracing::warn!(error = %why, "authentication service unreachable");
         Outcome::Unavailable(why)

@@ -611,6 +611,47 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_https_jwks_with_an_untrusted_certificate_is_not_used() {
+        use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+
+        let k1 = TestKey::new("k1");
+        let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+        let crypto = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(crypto)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.cert.der().clone()],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der())),
+            )
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let handshakes = Arc::new(AtomicUsize::new(0));
+        let done = handshakes.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                if acceptor.accept(tcp).await.is_ok() {
+                    done.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        });
+        let l = layer_with(
+            vec![provider(Jwks::Remote {
+                uri: format!("https://127.0.0.1:{}/jwks.json", addr.port()),
+                cache_duration_ms: 1000,
+            })],
+            &env().with_clock(clock_at(NOW)),
+        );
+        let token = k1.sign(Some("k1"), &claims());
+        let seen = run(&l, request("/", &[("authorization", &bearer(&token))])).await;
+        assert_eq!(seen.status, 401);
+        assert_eq!(handshakes.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
     async fn unreachable_jwks_refuses_tokens() {
         let k1 = TestKey::new("k1");
         // Bound then closed: nothing listens there.

@@ -128,6 +128,22 @@ pub struct Identity {
 }
 
 impl Identity {
+    /// An identity without subject, client id or claims (the auth service's, or for tests).
+    pub fn new(method: AuthMethod) -> Self {
+        Self {
+            method,
+            subject: None,
+            claims: None,
+            client_id: None,
+        }
+    }
+
+    /// The same identity with these JWT claims.
+    pub fn with_claims(mut self, claims: Map<String, Value>) -> Self {
+        self.claims = Some(Arc::new(claims));
+        self
+    }
+
     /// A claim of the JWT as text: strings as they are, numbers and booleans printed, arrays of
     /// those joined by commas. A dotted name (`realm.role`) reaches into objects when no
     /// top-level claim has that name.
@@ -166,13 +182,23 @@ pub enum Rejection {
 }
 
 /// The auth service's answer, as returned to the client.
-#[derive(Debug)]
 pub struct Denial {
     pub status: StatusCode,
     /// End-to-end headers (WWW-Authenticate, Location, Set-Cookie, Content-Type, ...).
     pub headers: HeaderMap,
     /// Bounded to [`external::MAX_DENIAL_BODY`]; empty when longer.
     pub body: Bytes,
+}
+
+impl fmt::Debug for Denial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Header names only: Set-Cookie values are sessions.
+        f.debug_struct("Denial")
+            .field("status", &self.status)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("body_len", &self.body.len())
+            .finish()
+    }
 }
 
 impl Rejection {
@@ -610,6 +636,26 @@ mod tests {
         .await;
         assert_eq!(seen.status, 200);
         assert!(!seen.upstream.unwrap().contains_key("x-client-id"));
+    }
+
+    #[test]
+    fn claims_read_as_header_text() {
+        let claims = serde_json::json!({
+            "sub": "u", "n": 7, "ok": false, "roles": ["a", "b"],
+            "realm": {"role": "admin"}, "realm.role": "flat", "obj": {"a": 1}, "mixed": [1, {}],
+        });
+        let id = Identity::new(AuthMethod::Jwt).with_claims(claims.as_object().unwrap().clone());
+        assert_eq!(id.claim("sub").as_deref(), Some("u"));
+        assert_eq!(id.claim("n").as_deref(), Some("7"));
+        assert_eq!(id.claim("ok").as_deref(), Some("false"));
+        assert_eq!(id.claim("roles").as_deref(), Some("a,b"));
+        // A top-level claim whose name has a dot wins over the nested one.
+        assert_eq!(id.claim("realm.role").as_deref(), Some("flat"));
+        assert_eq!(id.claim("obj.a").as_deref(), Some("1"));
+        assert_eq!(id.claim("obj"), None);
+        assert_eq!(id.claim("mixed"), None);
+        assert_eq!(id.claim("missing"), None);
+        assert_eq!(Identity::new(AuthMethod::Basic).claim("sub"), None);
     }
 
     #[test]
