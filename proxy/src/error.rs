@@ -157,5 +157,39 @@ mod tests {
         assert_eq!(ProxyError::Internal("x").status(), 500);
         let io = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
         assert_eq!(ProxyError::UpstreamConnect(io).status(), 502);
+        let unavailable = auth::Rejection::Unavailable("timeout".into());
+        assert_eq!(ProxyError::from(unavailable).status(), 503);
+    }
+
+    #[test]
+    fn auth_rejections_carry_challenges_or_the_auth_service_answer() {
+        let challenges = vec![
+            HeaderValue::from_static(r#"Basic realm="x""#),
+            HeaderValue::from_static("Bearer"),
+        ];
+        let r = ProxyError::from(auth::Rejection::Unauthorized { challenges }).into_response();
+        assert_eq!(r.status(), 401);
+        assert_eq!(
+            r.headers().get_all(header::WWW_AUTHENTICATE).iter().count(),
+            2
+        );
+        assert_eq!(
+            r.headers()[header::CONTENT_TYPE],
+            "text/plain; charset=utf-8"
+        );
+
+        let mut headers = http::HeaderMap::new();
+        headers.insert(header::LOCATION, HeaderValue::from_static("/login"));
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+        let denial = auth::Denial {
+            status: StatusCode::FOUND,
+            headers,
+            body: Bytes::from_static(b"<a href=/login>"),
+        };
+        let r = ProxyError::from(auth::Rejection::Denied(Box::new(denial))).into_response();
+        assert_eq!(r.status(), 302);
+        assert_eq!(r.headers()[header::LOCATION], "/login");
+        assert_eq!(r.headers()[header::CONTENT_TYPE], "text/html");
+        assert_eq!(r.headers().get_all(header::CONTENT_TYPE).iter().count(), 1);
     }
 }

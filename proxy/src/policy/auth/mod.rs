@@ -7,8 +7,8 @@
 //!            own answer, or 503 when it cannot be reached)
 //! ```
 //!
-//! A request passes when any configured method accepts it. Local methods are tried first so
-//! the auth service is only asked when no local credential did. [`AuthLayer`] is built once per
+//! A request passes when any configured method accepts it. Local methods are tried first, so
+//! the auth service is only asked about requests no local method accepted. [`AuthLayer`] is built once per
 //! snapshot; [`AuthEnv`] (the JWKS cache, the backend resolver, the clock, the HTTP client)
 //! outlives snapshots.
 
