@@ -3,7 +3,8 @@
 //! A remote set is fetched on first use and kept for the provider's cache duration. A token
 //! whose `kid` is not in the set refetches it (a key rotation), at most once per
 //! [`MIN_REFETCH_INTERVAL`] per URI so that tokens with made-up `kid`s cannot turn the proxy
-//! against the issuer. A failed fetch keeps the last good set.
+//! against the issuer. A failed fetch keeps the last good set and is not retried before that
+//! interval either. Concurrent requests that need a fetch wait for one and share its result.
 
 use std::collections::HashMap;
 use std::str::FromStr;

@@ -652,6 +652,44 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_token_of_another_issuer_does_not_make_a_provider_fetch_keys() {
+        let k1 = TestKey::new("k1");
+        let (uri, fetches) = jwks_server(Arc::new(Mutex::new(jwks(&[&TestKey::new("r1")])))).await;
+        let mut remote = provider(Jwks::Remote {
+            uri,
+            cache_duration_ms: 60_000,
+        });
+        remote.name = "remote".into();
+        remote.issuer = Some("https://other.test".into());
+        remote.claim_to_headers = vec![ClaimToHeader {
+            claim: "sub".into(),
+            header: "x-remote-user".into(),
+        }];
+        let l = layer_with(
+            vec![remote, provider(Jwks::Inline(jwks(&[&k1])))],
+            &env().with_clock(clock_at(NOW)),
+        );
+        let token = k1.sign(Some("k1"), &claims());
+        let seen = run(
+            &l,
+            request(
+                "/",
+                &[
+                    ("authorization", &bearer(&token)),
+                    ("x-remote-user", "spoofed"),
+                ],
+            ),
+        )
+        .await;
+        assert_eq!(seen.status, 200);
+        assert_eq!(fetches.load(Ordering::SeqCst), 0);
+        // Every provider's claim headers are the proxy's, not only the one that accepted.
+        let upstream = seen.upstream.unwrap();
+        assert!(!upstream.contains_key("x-remote-user"));
+        assert_eq!(upstream["x-user"], "u-42");
+    }
+
+    #[tokio::test]
     async fn unreachable_jwks_refuses_tokens() {
         let k1 = TestKey::new("k1");
         // Bound then closed: nothing listens there.
