@@ -186,7 +186,7 @@ pub struct Denial {
     pub status: StatusCode,
     /// End-to-end headers (WWW-Authenticate, Location, Set-Cookie, Content-Type, ...).
     pub headers: HeaderMap,
-    /// Bounded to [`external::MAX_DENIAL_BODY`]; empty when longer.
+    /// At most 64 KiB; empty when the answer was longer.
     pub body: Bytes,
 }
 
