@@ -19,7 +19,7 @@ mod hygiene;
 mod listener;
 mod metrics;
 mod path;
-mod policy;
+pub mod policy;
 mod source;
 mod state;
 mod tls;
