@@ -1,7 +1,7 @@
 # Portico: the two commands a newcomer needs are `make run` and `make test`.
 CARGO ?= cargo
 
-.PHONY: run test e2e lint fmt crds bench help
+.PHONY: run test e2e lint fmt crds manifests image bench help
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -25,8 +25,15 @@ lint: ## rustfmt check and clippy with warnings denied
 fmt: ## format the workspace
 	$(CARGO) fmt --all
 
-crds: ## regenerate config/crd from the Rust types
+crds: ## regenerate config/crd from the Rust types (and config/install.yaml with them)
 	$(CARGO) run -q -p portico-crds --bin crdgen
+
+manifests: crds ## regenerate config/install.yaml (CRDs, RBAC, operator, default IngressClass)
+
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+image: ## build the container images ghcr.io/portico-dev/portico-{proxy,operator}:VERSION
+	docker build --target proxy -t ghcr.io/portico-dev/portico-proxy:$(VERSION) .
+	docker build --target operator -t ghcr.io/portico-dev/portico-operator:$(VERSION) .
 
 bench: ## criterion benchmarks (matcher, translation) and the load comparison against nginx
 	$(CARGO) bench -p portico-api -p portico-translate

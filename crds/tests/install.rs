@@ -1,0 +1,86 @@
+//! The generated files under `config/` are current, and `config/install.yaml` applies on an
+//! empty cluster: namespace first, CRDs before anything else, no custom objects.
+
+use std::path::PathBuf;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+#[test]
+fn generated_files_are_current() {
+    for (relative, want) in portico_crds::generated_files(&root()).unwrap() {
+        let have = std::fs::read_to_string(root().join(relative)).unwrap_or_default();
+        assert!(
+            have == want,
+            "{relative} is stale or missing: run `make manifests`"
+        );
+    }
+}
+
+/// `(kind, namespace, name)` of every document in the bundle, in order.
+fn documents() -> Vec<(String, Option<String>, String)> {
+    let text = std::fs::read_to_string(root().join(portico_crds::INSTALL_PATH)).unwrap();
+    serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|doc| {
+            let value = serde_yaml_ng::Value::deserialize(doc).unwrap();
+            let meta = &value["metadata"];
+            (
+                value["kind"].as_str().unwrap().to_owned(),
+                meta["namespace"].as_str().map(str::to_owned),
+                meta["name"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+use serde::Deserialize;
+
+#[test]
+fn install_bundle_is_ordered_for_an_empty_cluster() {
+    let docs = documents();
+    assert_eq!(docs[0], ("Namespace".into(), None, "portico-system".into()));
+    let kinds: Vec<&str> = docs.iter().map(|(k, _, _)| k.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "Namespace",
+            "CustomResourceDefinition",
+            "CustomResourceDefinition",
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Role",
+            "RoleBinding",
+            "Service",
+            "Deployment",
+            "IngressClass",
+        ]
+    );
+    // Namespaced objects all live in the operator's namespace.
+    for (kind, namespace, name) in &docs {
+        if !matches!(
+            kind.as_str(),
+            "Namespace"
+                | "CustomResourceDefinition"
+                | "ClusterRole"
+                | "ClusterRoleBinding"
+                | "IngressClass"
+        ) {
+            assert_eq!(
+                namespace.as_deref(),
+                Some("portico-system"),
+                "{kind}/{name}"
+            );
+        }
+    }
+    let crds: Vec<&str> = docs
+        .iter()
+        .filter(|(k, _, _)| k == "CustomResourceDefinition")
+        .map(|(_, _, n)| n.as_str())
+        .collect();
+    assert_eq!(
+        crds,
+        ["ingresspolicies.portico.dev", "proxyclasses.portico.dev"]
+    );
+}
