@@ -16,6 +16,7 @@ test: ## every test of the workspace (unit, golden, real-socket integration); fa
 
 e2e: ## end-to-end tests against the cluster KUBECONFIG points at
 	@test -n "$$KUBECONFIG" || { echo "e2e: KUBECONFIG is not set" >&2; exit 1; }
+	$(CARGO) build -p portico-operator --locked
 	$(CARGO) test -p portico-e2e --locked -- --ignored --test-threads 1
 
 lint: ## rustfmt check and clippy with warnings denied

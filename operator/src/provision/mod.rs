@@ -10,6 +10,8 @@
 //! process ends. It is a kube-runtime [`Controller`] on IngressClasses that also watches the
 //! four kinds of children (so drift is repaired within a watch event) and ProxyClasses (so an
 //! edit rolls out at once). Every replica of the operator may run it: applies are idempotent.
+//! It installs no signal handler; to stop it, drop the future (or abort its task): a half-done
+//! reconcile is simply redone by the next one.
 
 pub mod resources;
 
@@ -215,7 +217,6 @@ pub fn run(client: Client, settings: Settings) -> impl Future<Output = ()> + Sen
                     .collect::<Vec<_>>()
             },
         )
-        .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             match result {
