@@ -84,3 +84,23 @@ fn install_bundle_is_ordered_for_an_empty_cluster() {
         ["ingresspolicies.portico.dev", "proxyclasses.portico.dev"]
     );
 }
+
+#[test]
+fn install_bundle_runs_the_images_of_this_version() {
+    let text = std::fs::read_to_string(root().join(portico_crds::INSTALL_PATH)).unwrap();
+    let version = env!("CARGO_PKG_VERSION");
+    let images: Vec<&str> = text
+        .lines()
+        .filter_map(|l| {
+            l.split_once("ghcr.io/portico-dev/")
+                .map(|(_, image)| image.trim())
+        })
+        .collect();
+    assert_eq!(
+        images,
+        [
+            format!("portico-operator:{version}"),
+            format!("portico-proxy:{version}"),
+        ]
+    );
+}

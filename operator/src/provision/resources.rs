@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{
     HTTPGetAction, Lifecycle, LifecycleHandler, ObjectFieldSelector, PodSecurityContext, PodSpec,
     PodTemplateSpec, Probe, ProjectedVolumeSource, ResourceRequirements, SeccompProfile,
     SecurityContext, Service, ServiceAccount, ServiceAccountTokenProjection, ServicePort,
-    ServiceSpec, SleepAction, Volume, VolumeMount, VolumeProjection,
+    ServiceSpec, SleepAction, TopologySpreadConstraint, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::api::networking::v1::IngressClass;
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
@@ -362,6 +362,18 @@ fn deployment(
             ..PodSecurityContext::default()
         }),
         node_selector: (!proxy.node_selector.is_empty()).then(|| proxy.node_selector.clone()),
+        // Spread the replicas over nodes, so one node going away takes one proxy at most;
+        // preferred, not required, so a small cluster still schedules them all.
+        topology_spread_constraints: Some(vec![TopologySpreadConstraint {
+            max_skew: 1,
+            topology_key: "kubernetes.io/hostname".into(),
+            when_unsatisfiable: "ScheduleAnyway".into(),
+            label_selector: Some(LabelSelector {
+                match_labels: Some(selector(class)),
+                ..LabelSelector::default()
+            }),
+            ..TopologySpreadConstraint::default()
+        }]),
         tolerations: (!proxy.tolerations.is_empty()).then(|| proxy.tolerations.clone()),
         containers: vec![container],
         volumes: Some(vec![

@@ -309,6 +309,10 @@ fn the_pod_is_locked_down_and_drains_gracefully() {
         container["lifecycle"]["preStop"],
         json!({"sleep": {"seconds": 5}})
     );
+    assert_eq!(
+        pod["topologySpreadConstraints"][0]["labelSelector"]["matchLabels"],
+        deployment["spec"]["selector"]["matchLabels"]
+    );
     // Default drain of 30s: the grace period covers preStop, the drain and some slack.
     assert_eq!(pod["terminationGracePeriodSeconds"], 45);
     let env = container["env"].as_array().unwrap();

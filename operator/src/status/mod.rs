@@ -171,8 +171,9 @@ impl StatusWriter {
             let Some(list) = addresses.get(report.class.as_str()) else {
                 continue;
             };
+            // No address yet: an empty `loadBalancer`, as Kubernetes writes it.
             let desired = IngressLoadBalancerStatus {
-                ingress: Some(list.clone()),
+                ingress: (!list.is_empty()).then(|| list.clone()),
             };
             let written = self.ingresses.get(key);
             if written.is_none_or(|w| w.status != desired) {

@@ -363,3 +363,34 @@ fn transition_times_move_only_when_a_condition_changes_status() {
         ["2026-01-03T00:00:00Z", "2026-01-01T00:00:00Z"]
     );
 }
+
+#[tokio::test]
+async fn with_no_address_anywhere_the_load_balancer_status_is_empty() {
+    let (mut writer, mut server) = writer();
+    let out = output().ingress("shop/web", "portico", &[]).build();
+    within_a_second(async {
+        let server_side = async {
+            server.expect(Method::GET, SERVICE_URI).await.not_found();
+            server
+                .expect(
+                    Method::GET,
+                    "/apis/networking.k8s.io/v1/ingressclasses/portico",
+                )
+                .await
+                .respond(
+                    200,
+                    serde_json::to_value(&*ingress_class("portico").build()).unwrap(),
+                );
+            let patch = server.expect(Method::PATCH, INGRESS_STATUS_URI).await;
+            let body = patch.body.clone();
+            patch.respond(200, ingress_answer());
+            body
+        };
+        let (result, body) = tokio::join!(writer.update(&out), server_side);
+        result.unwrap();
+        assert_eq!(body["status"], json!({"loadBalancer": {}}));
+    })
+    .await;
+    drop(writer);
+    server.done().await;
+}
