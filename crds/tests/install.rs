@@ -104,3 +104,20 @@ fn install_bundle_runs_the_images_of_this_version() {
         ]
     );
 }
+
+#[test]
+fn cluster_samples_parse_and_pass_the_crd_rules() {
+    let text =
+        std::fs::read_to_string(root().join("config/samples/cluster/ingresspolicy.yaml")).unwrap();
+    let policy: portico_crds::IngressPolicy = serde_yaml_ng::from_str(&text).unwrap();
+    assert_eq!(portico_crds::validate(&policy), Ok(()));
+    let text =
+        std::fs::read_to_string(root().join("config/samples/cluster/proxyclass.yaml")).unwrap();
+    let kinds: Vec<String> = serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|doc| {
+            let value = serde_yaml_ng::Value::deserialize(doc).unwrap();
+            value["kind"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(kinds, ["ProxyClass", "IngressClass"]);
+}

@@ -10,6 +10,10 @@
 //! process ends. It is a kube-runtime [`Controller`] on IngressClasses that also watches the
 //! four kinds of children (so drift is repaired within a watch event) and ProxyClasses (so an
 //! edit rolls out at once). Every replica of the operator may run it: applies are idempotent.
+//! The translator needs two values of a class's ProxyClass: [`replicas`] (for rate limits
+//! divided among replicas) and [`platform_namespace`] (whose `overrides` count); with
+//! [`proxy_class_name`] the runtime finds the ProxyClass of an IngressClass.
+//!
 //! It installs no signal handler; to stop it, drop the future (or abort its task): a half-done
 //! reconcile is simply redone by the next one.
 
@@ -35,7 +39,7 @@ use portico_crds::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use resources::{CLASS_LABEL, MANAGED_BY, object_name};
+pub use resources::{CLASS_LABEL, MANAGED_BY, object_name, platform_namespace, replicas};
 
 /// The field manager of every server-side apply the operator makes (children and status).
 pub const FIELD_MANAGER: &str = "portico-operator";

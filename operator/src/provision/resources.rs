@@ -60,6 +60,19 @@ pub struct Children {
     pub pod_disruption_budget: PodDisruptionBudget,
 }
 
+/// Proxy replicas of a class with this ProxyClass.
+pub fn replicas(proxy: &ProxyClassSpec) -> i32 {
+    proxy.replicas.unwrap_or(DEFAULT_REPLICAS)
+}
+
+/// Namespace whose IngressPolicy `overrides` apply to a class with this ProxyClass.
+pub fn platform_namespace(proxy: &ProxyClassSpec, settings: &Settings) -> String {
+    proxy
+        .platform_namespace
+        .clone()
+        .unwrap_or_else(|| settings.namespace.clone())
+}
+
 /// `portico-proxy-<class>`: the name of every object of the class. The distribution server
 /// authorizes a proxy by its ServiceAccount, so this name is part of the contract.
 pub fn object_name(class: &str) -> String {
@@ -406,7 +419,7 @@ fn deployment(
     Ok(Deployment {
         metadata: meta,
         spec: Some(DeploymentSpec {
-            replicas: Some(proxy.replicas.unwrap_or(DEFAULT_REPLICAS)),
+            replicas: Some(replicas(proxy)),
             selector: LabelSelector {
                 match_labels: Some(selector(class)),
                 ..LabelSelector::default()

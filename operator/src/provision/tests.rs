@@ -404,3 +404,24 @@ fn a_cluster_ip_service_has_no_node_ports() {
         ])
     );
 }
+
+#[test]
+fn translator_inputs_default_to_the_operator_settings() {
+    let settings = Settings::new(NS);
+    let empty = ProxyClassSpec::default();
+    assert_eq!(replicas(&empty), 2);
+    assert_eq!(platform_namespace(&empty, &settings), NS);
+    let set = ProxyClassSpec {
+        replicas: Some(7),
+        platform_namespace: Some("platform".into()),
+        ..ProxyClassSpec::default()
+    };
+    assert_eq!(replicas(&set), 7);
+    assert_eq!(platform_namespace(&set, &settings), "platform");
+    let class = ingress_class("edge").proxy_class("big").build();
+    assert_eq!(proxy_class_name(&class), Ok(Some("big".to_owned())));
+    assert_eq!(
+        proxy_class_name(&ingress_class("portico").build()),
+        Ok(None)
+    );
+}
