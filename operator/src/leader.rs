@@ -124,7 +124,9 @@ impl Elector {
             Some(mut lease) => {
                 let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
                 let held_by_me = spec.holder_identity.as_deref() == Some(me.as_str());
-                if !held_by_me && !expired(spec, now) {
+                // A Lease without a holder was released: free to take.
+                let free = spec.holder_identity.is_none() || expired(spec, now);
+                if !held_by_me && !free {
                     return Ok(false);
                 }
                 if !held_by_me {
@@ -144,6 +146,31 @@ impl Elector {
             Ok(_) => Ok(true),
             Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
             Err(error) => Err(error),
+        }
+    }
+
+    /// Gives the Lease up if this replica holds it, so that another replica takes over at once
+    /// instead of after the lease duration. For a clean shutdown, after the last status write.
+    pub async fn release(&self) -> Result<(), kube::Error> {
+        let Some(mut lease) = self.api.get_opt(&self.settings.name).await? else {
+            return Ok(());
+        };
+        let Some(spec) = lease.spec.as_mut() else {
+            return Ok(());
+        };
+        if spec.holder_identity.as_deref() != Some(self.settings.identity.as_str()) {
+            return Ok(());
+        }
+        spec.holder_identity = None;
+        // An expired renewal lets any replica take the Lease on its next round.
+        spec.lease_duration_seconds = Some(1);
+        match self
+            .api
+            .replace(&lease.name_any(), &PostParams::default(), &lease)
+            .await
+        {
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+            other => other.map(|_| ()),
         }
     }
 
@@ -319,6 +346,37 @@ mod tests {
             assert_eq!(taken["spec"]["holderIdentity"], "operator-a");
             assert_eq!(taken["spec"]["leaseTransitions"], 4);
             assert!(!second, "a lost race is not leadership");
+        })
+        .await;
+        drop(elector);
+        server.done().await;
+    }
+
+    #[tokio::test]
+    async fn release_hands_over_only_its_own_lease() {
+        let (elector, mut server) = elector();
+        within_a_second(async {
+            let server_side = async {
+                server
+                    .expect(Method::GET, URI)
+                    .await
+                    .respond(200, lease("operator-a", &just_now()));
+                let released = server.expect(Method::PUT, &format!("{URI}?")).await.echo();
+                server
+                    .expect(Method::GET, URI)
+                    .await
+                    .respond(200, lease("operator-b", &just_now()));
+                released
+            };
+            let rounds = async {
+                elector.release().await.unwrap();
+                // Someone else's Lease is left alone: no PUT follows.
+                elector.release().await.unwrap();
+            };
+            let ((), released) = tokio::join!(rounds, server_side);
+            assert!(released["spec"].get("holderIdentity").is_none());
+            assert_eq!(released["spec"]["leaseDurationSeconds"], 1);
+            assert_eq!(released["metadata"]["resourceVersion"], "41");
         })
         .await;
         drop(elector);
