@@ -6,8 +6,8 @@
 //! - IngressPolicy `status.ancestors`: as the translator resolved them, with
 //!   `lastTransitionTime` stamped here (kept while a condition's status stays the same).
 //! - Events (`events.k8s.io`): a Warning on an Ingress for each translator warning (missing
-//!   Secret, unsupported backend, ...), and on an IngressPolicy for each condition that is
-//!   `False` (invalid, conflicted, unresolved reference). Each is published once when it
+//!   Secret, unsupported backend, ...), and on an IngressPolicy for each `Accepted` or
+//!   `ResolvedRefs` condition that is `False` (invalid, conflicted, unresolved reference). Each is published once when it
 //!   appears, not on every translation.
 //!
 //! Statuses are written with server-side apply under [`FIELD_MANAGER`], and only when they
@@ -24,12 +24,11 @@ use k8s_openapi::api::core::v1::{ObjectReference, Service};
 use k8s_openapi::api::networking::v1::{
     Ingress, IngressClass, IngressLoadBalancerIngress, IngressLoadBalancerStatus, IngressStatus,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
-use portico_crds::{IngressPolicy, IngressPolicyStatus, ProxyClass};
+use portico_crds::{IngressPolicy, IngressPolicyStatus, ProxyClass, conditions};
 use portico_translate::Output;
 use serde_json::json;
 
@@ -318,7 +317,8 @@ impl StatusWriter {
     }
 
     async fn update_policies(&mut self, output: &Output, failures: &mut Failures) {
-        let now = Time(Timestamp::now()).0.to_string();
+        // Whole seconds, as the API server writes metav1.Time.
+        let now = Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
         for (key, status) in &output.policies {
             let written = self.policies.get(key);
             let desired = stamp(status, written.map(|w| &w.status), &now);
@@ -354,7 +354,12 @@ impl StatusWriter {
                 .ancestors
                 .iter()
                 .flat_map(|a| &a.conditions)
-                .filter(|c| c.status == "False")
+                // Programmed=False means pending or overridden: state, not a problem to report.
+                .filter(|c| {
+                    c.status == "False"
+                        && (c.r#type == conditions::ACCEPTED
+                            || c.r#type == conditions::RESOLVED_REFS)
+                })
                 .map(|c| (c.reason.clone(), c.message.clone()))
                 .collect();
             let entry = self.policies.entry(key.clone()).or_default();

@@ -184,6 +184,12 @@ async fn policy_ancestors_are_written_once_and_problems_become_events() {
                     "Conflicted",
                     "another policy sets rateLimit on shop/web",
                 ),
+                (
+                    "ResolvedRefs",
+                    "False",
+                    "InvalidRef",
+                    "Secret shop/jwks not found",
+                ),
                 ("Programmed", "False", "Pending", ""),
             ],
         )
@@ -216,9 +222,11 @@ async fn policy_ancestors_are_written_once_and_problems_become_events() {
         assert_eq!(accepted["type"], "Accepted");
         assert_eq!(accepted["reason"], "Conflicted");
         assert_eq!(accepted["observedGeneration"], 7);
-        assert!(accepted["lastTransitionTime"].as_str().unwrap().ends_with('Z'));
+        let time = accepted["lastTransitionTime"].as_str().unwrap();
+        assert_eq!((time.len(), &time[10..11], &time[19..]), (20, "T", "Z"), "{time}");
         let reasons: Vec<&str> = events.iter().map(|e| e["reason"].as_str().unwrap()).collect();
-        assert_eq!(reasons, ["Conflicted", "Pending"]);
+        // Pending is state, not a problem: no event for it.
+        assert_eq!(reasons, ["Conflicted", "InvalidRef"]);
         assert_eq!(events[0]["regarding"]["kind"], "IngressPolicy");
         assert_eq!(events[0]["regarding"]["uid"], "uid-login");
     })
