@@ -4,12 +4,12 @@ CARGO ?= cargo
 .PHONY: run test e2e lint fmt crds manifests image bench help
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 run: ## standalone proxy on config/samples/standalone with two sample backends; prints curl lines
 	./scripts/run.sh
 
-test: ## every test of the workspace (unit, golden, real-socket integration); fails if config/crd is stale
+test: ## every test of the workspace (unit, golden, real-socket integration); fails if config/crd or config/install.yaml is stale
 	$(CARGO) test --workspace --locked
 	@if [ -n "$$KUBECONFIG" ]; then $(MAKE) --no-print-directory e2e; \
 	else echo "e2e: SKIPPED, KUBECONFIG is not set (the cluster tests above are listed as ignored)"; fi
