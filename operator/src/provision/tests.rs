@@ -425,3 +425,22 @@ fn translator_inputs_default_to_the_operator_settings() {
         Ok(None)
     );
 }
+
+#[tokio::test]
+async fn the_entry_points_can_be_spawned() {
+    fn spawnable<F: Future<Output = ()> + Send + 'static>(_: F) {}
+    let (client, _server) = mock_client();
+    spawnable(run(client.clone(), Settings::new(NS)));
+    let elector = crate::leader::Elector::new(
+        client.clone(),
+        crate::leader::LeaseSettings::new(NS, "operator-a"),
+    );
+    let (_leadership, task) = elector.run();
+    spawnable(task);
+    let mut writer =
+        crate::status::StatusWriter::new(client, NS, crate::leader::Leadership::always());
+    let output = portico_translate::Output::default();
+    spawnable(async move {
+        let _ = writer.update(&output).await;
+    });
+}
