@@ -11,9 +11,10 @@
 //!   appears, not on every translation.
 //!
 //! Statuses are written with server-side apply under [`FIELD_MANAGER`], and only when they
-//! changed (timestamps aside): the writer remembers what it wrote. Only the holder of the
-//! Lease writes ([`crate::leader`]); a writer that is not leader forgets what it wrote, so it
-//! rewrites everything once it becomes leader.
+//! changed (timestamps aside): the writer remembers what it wrote, and reads an IngressPolicy's
+//! status the first time it sees the policy, so transition times survive a restart or a new
+//! leader. Only the holder of the Lease writes ([`crate::leader`]); a writer that is not leader
+//! forgets what it wrote and starts afresh once it becomes leader.
 //!
 //! Entry point for the runtime: [`StatusWriter::new`]`(client, namespace, leadership)`, then
 //! [`StatusWriter::update`]`(&output)` after each translation.
@@ -320,11 +321,30 @@ impl StatusWriter {
         // Whole seconds, as the API server writes metav1.Time.
         let now = Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
         for (key, status) in &output.policies {
+            let (namespace, name) = split_key(key);
+            let api = Api::<IngressPolicy>::namespaced(self.client.clone(), namespace);
+            if !self.policies.contains_key(key) {
+                // First sight (start, or new leader): read what the previous writer left, so
+                // transition times survive and an unchanged status is not rewritten.
+                match api.get_opt(name).await {
+                    Ok(Some(current)) => {
+                        let problems = problems(&current.status.clone().unwrap_or_default());
+                        let entry = self.policies.entry(key.clone()).or_default();
+                        entry.uid = current.uid();
+                        entry.status = current.status.unwrap_or_default();
+                        // Problems already in the status were announced when they appeared.
+                        entry.announced = problems;
+                    }
+                    Ok(None) => continue,
+                    Err(error) => {
+                        failures.add(format!("get IngressPolicy {key}"), error);
+                        continue;
+                    }
+                }
+            }
             let written = self.policies.get(key);
             let desired = stamp(status, written.map(|w| &w.status), &now);
             if written.is_none_or(|w| w.status != desired) {
-                let (namespace, name) = split_key(key);
-                let api = Api::<IngressPolicy>::namespaced(self.client.clone(), namespace);
                 let patch = json!({
                     "apiVersion": IngressPolicy::api_version(&()),
                     "kind": IngressPolicy::kind(&()),
@@ -350,20 +370,8 @@ impl StatusWriter {
                     }
                 }
             }
-            let problems: BTreeSet<(String, String)> = status
-                .ancestors
-                .iter()
-                .flat_map(|a| &a.conditions)
-                // Programmed=False means pending or overridden: state, not a problem to report.
-                .filter(|c| {
-                    c.status == "False"
-                        && (c.r#type == conditions::ACCEPTED
-                            || c.r#type == conditions::RESOLVED_REFS)
-                })
-                .map(|c| (c.reason.clone(), c.message.clone()))
-                .collect();
+            let problems = problems(status);
             let entry = self.policies.entry(key.clone()).or_default();
-            let (namespace, name) = split_key(key);
             let reference = ObjectReference {
                 api_version: Some(IngressPolicy::api_version(&()).into_owned()),
                 kind: Some(IngressPolicy::kind(&()).into_owned()),
@@ -377,6 +385,21 @@ impl StatusWriter {
         // Deleted policies: nothing to write, only to forget.
         self.policies.retain(|k, _| output.policies.contains_key(k));
     }
+}
+
+/// The problems of a policy status worth an event: `Accepted` or `ResolvedRefs` conditions that
+/// are `False`. (`Programmed=False` means pending or overridden: state, not a problem.)
+fn problems(status: &IngressPolicyStatus) -> BTreeSet<(String, String)> {
+    status
+        .ancestors
+        .iter()
+        .flat_map(|a| &a.conditions)
+        .filter(|c| {
+            c.status == "False"
+                && (c.r#type == conditions::ACCEPTED || c.r#type == conditions::RESOLVED_REFS)
+        })
+        .map(|c| (c.reason.clone(), c.message.clone()))
+        .collect()
 }
 
 /// `status` with each condition's `lastTransitionTime`: kept from `previous` while the

@@ -14,6 +14,7 @@ const NS: &str = "portico-system";
 const SERVICE_URI: &str = "/api/v1/namespaces/portico-system/services/portico-proxy-portico";
 const INGRESS_STATUS_URI: &str = "/apis/networking.k8s.io/v1/namespaces/shop/ingresses/web/status?&force=true&fieldManager=portico-operator";
 const POLICY_STATUS_URI: &str = "/apis/portico.dev/v1alpha1/namespaces/shop/ingresspolicies/login/status?&force=true&fieldManager=portico-operator";
+const POLICY_URI: &str = "/apis/portico.dev/v1alpha1/namespaces/shop/ingresspolicies/login";
 const EVENTS_URI: &str = "/apis/events.k8s.io/v1/namespaces/shop/events?";
 
 fn writer() -> (StatusWriter, ApiServer) {
@@ -196,6 +197,10 @@ async fn policy_ancestors_are_written_once_and_problems_become_events() {
         .build();
     within_a_second(async {
         let server_side = async {
+            server
+                .expect(Method::GET, POLICY_URI)
+                .await
+                .respond(200, policy_answer());
             let patch = server.expect(Method::PATCH, POLICY_STATUS_URI).await;
             let body = patch.body.clone();
             patch.respond(200, policy_answer());
@@ -399,6 +404,38 @@ async fn with_no_address_anywhere_the_load_balancer_status_is_empty() {
         assert_eq!(body["status"], json!({"loadBalancer": {}}));
     })
     .await;
+    drop(writer);
+    server.done().await;
+}
+
+#[tokio::test]
+async fn a_new_leader_keeps_the_status_it_finds_when_nothing_changed() {
+    let (mut writer, mut server) = writer();
+    let out = output()
+        .policy(
+            "shop/login",
+            "web",
+            7,
+            &[("Accepted", "False", "Invalid", "rateLimit.rules[0]: bad")],
+        )
+        .build();
+    // What the previous leader wrote, a day ago.
+    let mut existing = out.policies["shop/login"].clone();
+    existing.ancestors[0].conditions[0].last_transition_time = Some("2026-01-01T00:00:00Z".into());
+    let mut answer = policy_answer();
+    answer["status"] = serde_json::to_value(&existing).unwrap();
+    within_a_second(async {
+        let server_side = async {
+            server
+                .expect(Method::GET, POLICY_URI)
+                .await
+                .respond(200, answer);
+        };
+        let (result, ()) = tokio::join!(writer.update(&out), server_side);
+        result.unwrap();
+    })
+    .await;
+    // No patch, and no second event for a problem already in the status.
     drop(writer);
     server.done().await;
 }
