@@ -20,6 +20,7 @@ mod listener;
 mod metrics;
 mod path;
 pub mod policy;
+mod proxy_protocol;
 mod source;
 mod state;
 mod tls;
@@ -180,6 +181,7 @@ async fn run(cli: Cli) -> Result<(), RunError> {
     let options = ServeOptions {
         header_read_timeout: cli.header_read_timeout,
         max_connections: cli.max_connections,
+        proxy_protocol: cli.proxy_protocol,
     };
     let graceful = Arc::new(GracefulShutdown::new());
     let (stop, stopped) = watch::channel(false);
