@@ -64,6 +64,13 @@ impl ClientConfig {
     }
 }
 
+impl ClientConfig {
+    /// Checks what cannot get better by retrying: the URL's shape.
+    pub fn validate(&self) -> Result<(), ClientError> {
+        target(&self.url).map(drop)
+    }
+}
+
 /// Why a session with the operator ended.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
