@@ -1,0 +1,24 @@
+//! Portico's operator.
+//!
+//! ```text
+//! watch (one per kind) │ manifests dir ──▶ batch::Shared (Index) ──batch──▶ translate
+//!        ──▶ Hub::publish per class ──▶ distribution server (h2 + TLS) ──▶ proxies
+//!        ──▶ Translated (reports, statuses, versions) + Hub::acks ──▶ status writer
+//! ```
+//!
+//! `run` wires it: the index's sources (cluster watches, or a manifests directory in
+//! development mode), the batch loop, the PKI (a Secret, or files), proxy authentication
+//! (TokenReview, or a static token), the distribution server and the admin listener.
+
+pub mod admin;
+pub mod batch;
+pub mod cli;
+pub mod manifests;
+pub mod metrics;
+pub mod pki_secret;
+pub mod run;
+pub mod tokenreview;
+pub mod watch;
+
+pub use batch::Translated;
+pub use run::{Handles, RunError, main, run};
