@@ -18,7 +18,7 @@ use crate::metrics::Metrics;
 /// The index every source feeds, and what has been heard from them.
 #[derive(Debug)]
 pub struct Shared {
-    index: Mutex<Index>,
+    pub(crate) index: Mutex<Index>,
     changes: watch::Sender<u64>,
     /// Sources that have not delivered their first complete list yet.
     pending: watch::Sender<BTreeSet<String>>,
@@ -221,5 +221,77 @@ mod tests {
         assert!(wait_batch(&mut rx, batching).await);
         assert_eq!(start.elapsed(), Duration::from_millis(100));
         drop(tx);
+    }
+
+    fn class(name: &str) -> portico_translate::Object {
+        let text = format!(
+            "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {{name: {name}}}\nspec: {{controller: portico.dev/ingress-controller}}\n"
+        );
+        portico_translate::parse_manifests(&text, "default")
+            .objects
+            .remove(0)
+    }
+
+    #[tokio::test]
+    async fn nothing_is_published_before_every_source_listed_and_gone_classes_retire() {
+        let shared = Shared::new(["IngressClass".to_owned(), "Ingress".to_owned()]);
+        let hub = Hub::with_epoch("e");
+        let (tx, mut translated) = watch::channel(Arc::new(Translated::default()));
+        let batching = Batching {
+            delay: Duration::from_millis(5),
+            max_delay: Duration::from_millis(50),
+        };
+        tokio::spawn(run(
+            shared.clone(),
+            Options::default(),
+            batching,
+            hub.clone(),
+            tx,
+            Arc::new(Metrics::new()),
+        ));
+        shared.update(|index| {
+            index.apply(class("web"));
+            index.apply(class("internal"));
+            true
+        });
+        shared.synced("IngressClass");
+        // Longer than a whole batch: had the loop not waited, it would have published.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(hub.classes().is_empty(), "Ingresses have not listed yet");
+
+        shared.synced("Ingress");
+        let wait = Duration::from_secs(1);
+        tokio::time::timeout(wait, translated.changed())
+            .await
+            .unwrap()
+            .unwrap();
+        let versions = translated.borrow_and_update().versions.clone();
+        assert_eq!(versions.keys().collect::<Vec<_>>(), ["internal", "web"]);
+        assert_eq!(hub.classes().len(), 2);
+        assert!(
+            translated.borrow().output.snapshots.is_empty(),
+            "snapshots live in the hub"
+        );
+
+        shared.update(|index| {
+            index.remove(
+                Kind::IngressClass,
+                &portico_translate::ObjectKey::new("", "internal"),
+            )
+        });
+        tokio::time::timeout(wait, translated.changed())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            translated.borrow().versions.keys().collect::<Vec<_>>(),
+            ["web"]
+        );
+        assert_eq!(hub.classes().into_iter().collect::<Vec<_>>(), ["web"]);
+        assert_eq!(
+            hub.version("web"),
+            Some(1),
+            "an unchanged class keeps its version"
+        );
     }
 }

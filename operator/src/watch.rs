@@ -227,3 +227,104 @@ async fn follow<K>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use http::{Request, Response};
+    use kube::client::Body;
+    use serde_json::{Value, json};
+    use tower_test::mock;
+
+    use super::*;
+
+    fn ingress(name: &str, rules: Value) -> Value {
+        json!({
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "Ingress",
+            "metadata": {"name": name, "namespace": "shop", "resourceVersion": "1",
+                         "managedFields": [{"manager": "kubectl"}]},
+            "spec": {"ingressClassName": "portico", "rules": rules},
+        })
+    }
+
+    fn reply(send: mock::SendResponse<Response<Body>>, body: Vec<u8>) {
+        send.send_response(
+            Response::builder()
+                .status(200)
+                .body(Body::from(body))
+                .unwrap(),
+        );
+    }
+
+    #[tokio::test]
+    async fn an_object_that_does_not_decode_is_skipped_and_the_watch_goes_on() {
+        let (service, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+        let client = Client::new(service, "default");
+        let shared = Shared::new(sources());
+        let metrics = Arc::new(Metrics::new());
+        spawn::<Ingress>(
+            &client,
+            &shared,
+            &metrics,
+            Kind::Ingress,
+            watcher::Config::default(),
+            |o| Object::Ingress(Box::new(o)),
+        );
+        let api = async {
+            let (request, send) = handle.next_request().await.unwrap();
+            assert_eq!(request.method(), http::Method::GET);
+            assert_eq!(
+                request.uri().to_string(),
+                "/apis/networking.k8s.io/v1/ingresses?&limit=500"
+            );
+            let list = json!({
+                "apiVersion": "networking.k8s.io/v1", "kind": "IngressList",
+                "metadata": {"resourceVersion": "10"},
+                "items": [ingress("good", json!([])), ingress("bad", json!("not a list"))],
+            });
+            reply(send, serde_json::to_vec(&list).unwrap());
+
+            let (request, send) = handle.next_request().await.unwrap();
+            let uri = request.uri().to_string();
+            assert!(
+                uri.starts_with("/apis/networking.k8s.io/v1/ingresses?&watch=true")
+                    && uri.contains("resourceVersion=10"),
+                "{uri}"
+            );
+            let added = json!({"type": "ADDED", "object": ingress("later", json!([]))});
+            let mut events = serde_json::to_vec(&added).unwrap();
+            events.push(b'\n');
+            reply(send, events);
+            handle
+        };
+        let _handle = tokio::time::timeout(Duration::from_secs(1), api)
+            .await
+            .expect("the watch lists, then watches");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        loop {
+            let names: Vec<String> = {
+                let index = shared.index.lock().unwrap();
+                index.ingresses.keys().map(ToString::to_string).collect()
+            };
+            if names == ["shop/good", "shop/later"] {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "index holds {names:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let label = KindLabel { kind: "Ingress" };
+        assert_eq!(metrics.decode_errors.get_or_create(&label).get(), 1);
+        assert!(!shared.is_synced(), "other kinds have not listed");
+        let index = shared.index.lock().unwrap();
+        let good = &index.ingresses[&ObjectKey::new("shop", "good")];
+        assert!(
+            good.metadata.managed_fields.is_none(),
+            "managed fields dropped"
+        );
+    }
+}
