@@ -200,6 +200,19 @@ fn read_file(path: &std::path::Path) -> Result<Vec<u8>, ClientError> {
     })
 }
 
+/// `id` with anything but letters, digits, `-`, `.` and `_` replaced, to travel in a query.
+fn query_safe(id: &str) -> String {
+    id.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 /// Opens the stream of `config.class`, telling the server what `held` holds.
 pub async fn connect(config: &ClientConfig, held: &Held) -> Result<Connection, ClientError> {
     let target = target(&config.url)?;
@@ -246,7 +259,9 @@ pub async fn connect(config: &ClientConfig, held: &Held) -> Result<Connection, C
 
     let mut uri = format!(
         "{}{SNAPSHOTS_PATH}{}?proxy={}",
-        target.base, config.class, config.proxy_id
+        target.base,
+        config.class,
+        query_safe(&config.proxy_id)
     );
     if let (Some(epoch), Some(version)) = (&held.epoch, held.version()) {
         uri.push_str(&format!("&epoch={epoch}&version={version}"));
@@ -305,7 +320,7 @@ impl Connection {
     /// (the next stream's resume parameters carry the same news).
     pub fn ack(&self, epoch: &str, version: u64) {
         let ack = Ack {
-            proxy: self.proxy_id.clone(),
+            proxy: query_safe(&self.proxy_id),
             epoch: epoch.to_owned(),
             version,
         };
@@ -374,6 +389,12 @@ where
     tracing::info!(url = %config.url, class = %config.class, resume = ?held.version(), "following the control plane");
     while let Some((message, bytes)) = conn.next_message().await? {
         *progressed = true;
+        let kind = match &message {
+            Message::Full { .. } => "full",
+            Message::Backends { .. } => "backends",
+            Message::Ping => "ping",
+        };
+        tracing::debug!(kind, bytes, "frame received");
         if !held.apply(message)? {
             continue;
         }
@@ -381,7 +402,6 @@ where
             continue;
         };
         let version = snapshot.version;
-        tracing::debug!(version, bytes, "snapshot received");
         match on_snapshot(snapshot.clone()) {
             Ok(()) => conn.ack(epoch, version),
             Err(e) => tracing::error!(version, error = %e, "snapshot not applied"),
@@ -403,6 +423,8 @@ mod tests {
         assert!(target("http://x:1").is_err());
         assert!(target("https://x:1/path").is_err());
         assert!(target("not a url").is_err());
+        assert_eq!(query_safe("web-7f9c.x_1"), "web-7f9c.x_1");
+        assert_eq!(query_safe("a&b=c d"), "a_b_c_d");
     }
 
     #[test]

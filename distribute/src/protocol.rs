@@ -70,6 +70,29 @@ impl Message {
     }
 }
 
+/// [`Message::Full`] borrowing its snapshot, so that a frame is encoded without a copy.
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+enum MessageRef<'a> {
+    Full {
+        epoch: &'a str,
+        version: u64,
+        snapshot: &'a Snapshot,
+    },
+}
+
+/// The frame of [`Message::Full`] for `snapshot` (at `snapshot.version`).
+pub fn encode_full(epoch: &str, snapshot: &Snapshot) -> Vec<u8> {
+    let message = MessageRef::Full {
+        epoch,
+        version: snapshot.version,
+        snapshot,
+    };
+    let mut line = serde_json::to_vec(&message).unwrap_or_default();
+    line.push(b'\n');
+    line
+}
+
 /// A proxy's report that it applied `version` of `epoch`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ack {
@@ -217,6 +240,30 @@ mod tests {
         let mut rebuilt = old.clone();
         apply_backends(&mut rebuilt, version, changed, removed);
         assert_eq!(rebuilt, new);
+    }
+
+    #[test]
+    fn a_borrowed_full_frame_reads_as_an_owned_one() {
+        let mut snapshot = Snapshot::empty("c");
+        snapshot.version = 9;
+        snapshot.backends.insert("ns/a:80".into(), backend(1));
+        let mut decoder = LineDecoder::default();
+        decoder.push(&encode_full("e", &snapshot));
+        let (message, _) = decoder.next_message().unwrap().unwrap();
+        let owned = Message::Full {
+            epoch: "e".into(),
+            version: 9,
+            snapshot: Box::new(snapshot),
+        };
+        assert_eq!(message, owned);
+        assert_eq!(owned.encode(), encode_full("e", owned_snapshot(&owned)));
+    }
+
+    fn owned_snapshot(m: &Message) -> &Snapshot {
+        match m {
+            Message::Full { snapshot, .. } => snapshot,
+            _ => unreachable!(),
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,7 +19,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 use crate::body::ServerBody;
-use crate::protocol::{ACKS_PATH, Ack, CONTENT_TYPE, Message, SNAPSHOTS_PATH, same_routing};
+use crate::protocol::{
+    ACKS_PATH, Ack, CONTENT_TYPE, Message, SNAPSHOTS_PATH, encode_full, same_routing,
+};
 
 /// Versions kept per class for resuming proxies with a delta.
 const HISTORY: usize = 16;
@@ -71,6 +73,38 @@ struct Published {
     /// The version at which everything but the backends last changed: a proxy holding a
     /// version with the same `routing` needs only a backend delta.
     routing: u64,
+    /// Encoded frames, shared by every stream: most proxies of a class need the same ones.
+    frames: Arc<Frames>,
+}
+
+#[derive(Debug, Default)]
+struct Frames {
+    full: OnceLock<Bytes>,
+    /// The last delta computed to this version, and its base.
+    delta: Mutex<Option<(u64, Bytes)>>,
+}
+
+impl Published {
+    fn full_frame(&self, epoch: &str) -> Bytes {
+        self.frames
+            .full
+            .get_or_init(|| Bytes::from(encode_full(epoch, &self.snapshot)))
+            .clone()
+    }
+
+    fn delta_frame(&self, epoch: &str, from: &Published) -> Bytes {
+        let base = from.snapshot.version;
+        let mut cached = self.frames.delta.lock().unwrap();
+        if let Some((b, frame)) = &*cached
+            && *b == base
+        {
+            return frame.clone();
+        }
+        let frame =
+            Bytes::from(Message::backends_delta(epoch, &from.snapshot, &self.snapshot).encode());
+        *cached = Some((base, frame.clone()));
+        frame
+    }
 }
 
 impl View {
@@ -140,6 +174,7 @@ impl Hub {
         history.push_back(Published {
             snapshot: Arc::new(snapshot),
             routing,
+            frames: Arc::default(),
         });
         while history.len() > HISTORY {
             history.pop_front();
@@ -177,7 +212,22 @@ impl Hub {
         view.latest().map(|p| p.snapshot.version)
     }
 
-    /// Proxy reports, updated as proxies connect, apply and go.
+    /// Drops what is known of a proxy (a deleted pod), unless it is connected.
+    pub fn forget(&self, class: &str, proxy: &str) {
+        self.inner.acks.send_if_modified(|acks| {
+            let Some(proxies) = acks.get_mut(class) else {
+                return false;
+            };
+            let gone = proxies.get(proxy).is_some_and(|p| !p.connected);
+            if gone {
+                proxies.remove(proxy);
+            }
+            gone
+        });
+    }
+
+    /// Proxy reports, updated as proxies connect, apply and go. A disconnected proxy stays
+    /// listed (not connected) until [`Hub::forget`] or [`Hub::retire`].
     pub fn acks(&self) -> watch::Receiver<Acks> {
         self.inner.acks.subscribe()
     }
@@ -585,22 +635,15 @@ async fn stream(
         }
         let current = view.borrow_and_update().clone();
         if let Some(latest) = current.latest() {
-            let message = match &holding {
+            let frame = match &holding {
                 Some(h) if h.snapshot.version == latest.snapshot.version => None,
-                Some(h) if h.routing == latest.routing => Some(Message::backends_delta(
-                    &epoch,
-                    &h.snapshot,
-                    &latest.snapshot,
-                )),
-                _ => Some(Message::Full {
-                    epoch: epoch.clone(),
-                    version: latest.snapshot.version,
-                    snapshot: Box::new((*latest.snapshot).clone()),
-                }),
+                Some(h) if h.routing == latest.routing => {
+                    Some(("backends", latest.delta_frame(&epoch, h)))
+                }
+                _ => Some(("full", latest.full_frame(&epoch))),
             };
-            if let Some(message) = message {
-                let frame = Bytes::from(message.encode());
-                tracing::debug!(class = %guard.class, proxy = %guard.proxy, version = latest.snapshot.version, bytes = frame.len(), "sending");
+            if let Some((kind, frame)) = frame {
+                tracing::debug!(class = %guard.class, proxy = %guard.proxy, version = latest.snapshot.version, kind, bytes = frame.len(), "sending");
                 if tx.send(frame).await.is_err() {
                     return;
                 }
@@ -667,5 +710,27 @@ mod tests {
             3,
             "versions keep counting after a retire"
         );
+    }
+
+    #[test]
+    fn acks_keep_the_newest_version_and_forget_drops_a_gone_proxy() {
+        let hub = Hub::with_epoch("e");
+        let acks = hub.acks();
+        hub.record_ack("c", "p", 3);
+        hub.record_ack("c", "p", 2);
+        assert_eq!(
+            acks.borrow()["c"]["p"],
+            ProxyAck {
+                version: Some(3),
+                connected: false
+            }
+        );
+        let guard = hub.stream_opened("c", "p");
+        hub.forget("c", "p");
+        assert!(acks.borrow()["c"]["p"].connected, "a connected proxy stays");
+        drop(guard);
+        assert!(!acks.borrow()["c"]["p"].connected);
+        hub.forget("c", "p");
+        assert!(acks.borrow()["c"].is_empty());
     }
 }

@@ -95,6 +95,9 @@ pub fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     }
+    // One process-wide TLS provider for the kube client (the distribution server and the PKI
+    // name theirs explicitly).
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
