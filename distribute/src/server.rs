@@ -226,6 +226,13 @@ impl Hub {
         });
     }
 
+    /// The current snapshot of `class`, if published.
+    pub fn snapshot(&self, class: &str) -> Option<Arc<Snapshot>> {
+        let classes = self.inner.classes.lock().unwrap();
+        let view = classes.get(class)?.view.borrow();
+        view.latest().map(|p| p.snapshot.clone())
+    }
+
     /// Proxy reports, updated as proxies connect, apply and go. A disconnected proxy stays
     /// listed (not connected) until [`Hub::forget`] or [`Hub::retire`].
     pub fn acks(&self) -> watch::Receiver<Acks> {

@@ -83,6 +83,10 @@ pub struct Translated {
     pub versions: std::collections::BTreeMap<String, u64>,
 }
 
+/// Proxy replicas per class, as the provisioning controller runs them; carried in each
+/// class's snapshot for `DividedAmongReplicas` rate limits. A class not listed gets 1.
+pub type ClassReplicas = std::collections::BTreeMap<String, u32>;
+
 /// Timing of the batch loop.
 #[derive(Debug, Clone, Copy)]
 pub struct Batching {
@@ -92,15 +96,25 @@ pub struct Batching {
     pub max_delay: Duration,
 }
 
-/// Translates and publishes after every batch of changes, for ever.
+/// Translates and publishes after every batch of changes (to the index or to `replicas`), for
+/// ever.
 pub async fn run(
     shared: Arc<Shared>,
     options: Options,
     batching: Batching,
     hub: Hub,
+    replicas: watch::Receiver<ClassReplicas>,
     translated: watch::Sender<Arc<Translated>>,
     metrics: Arc<Metrics>,
 ) {
+    {
+        let (shared, mut replicas) = (shared.clone(), replicas.clone());
+        tokio::spawn(async move {
+            while replicas.changed().await.is_ok() {
+                shared.update(|_| true);
+            }
+        });
+    }
     shared.wait_synced().await;
     let mut changes = shared.changes.subscribe();
     loop {
@@ -133,7 +147,8 @@ pub async fn run(
 
         let snapshots = std::mem::take(&mut output.snapshots);
         let mut versions = std::collections::BTreeMap::new();
-        for (class, snapshot) in snapshots {
+        for (class, mut snapshot) in snapshots {
+            snapshot.replicas = replicas.borrow().get(&class).copied().unwrap_or(1).max(1);
             let routes = snapshot.route_count();
             let before = hub.version(&class);
             let version = hub.publish(&class, snapshot);
@@ -237,6 +252,7 @@ mod tests {
         let shared = Shared::new(["IngressClass".to_owned(), "Ingress".to_owned()]);
         let hub = Hub::with_epoch("e");
         let (tx, mut translated) = watch::channel(Arc::new(Translated::default()));
+        let (replicas, replicas_rx) = watch::channel(ClassReplicas::new());
         let batching = Batching {
             delay: Duration::from_millis(5),
             max_delay: Duration::from_millis(50),
@@ -246,6 +262,7 @@ mod tests {
             Options::default(),
             batching,
             hub.clone(),
+            replicas_rx,
             tx,
             Arc::new(Metrics::new()),
         ));
@@ -293,5 +310,15 @@ mod tests {
             Some(1),
             "an unchanged class keeps its version"
         );
+
+        // The provisioning controller scales the class: a new version saying so.
+        replicas.send_replace(ClassReplicas::from([("web".to_owned(), 3)]));
+        tokio::time::timeout(wait, translated.changed())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(translated.borrow().versions["web"], 2);
+        assert_eq!(hub.snapshot("web").unwrap().replicas, 3);
+        assert_eq!(hub.snapshot("internal"), None);
     }
 }

@@ -14,7 +14,7 @@ use portico_translate::Options;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::batch::{self, Batching, Shared, Translated};
+use crate::batch::{self, Batching, ClassReplicas, Shared, Translated};
 use crate::cli::{Cli, LogFormat};
 use crate::manifests::{self, ManifestsError};
 use crate::metrics::Metrics;
@@ -66,6 +66,9 @@ pub struct Handles {
     /// The latest translation: Ingress reports, IngressPolicy statuses and each class's
     /// published version. Changes after every batch that changed something.
     pub translated: watch::Receiver<Arc<Translated>>,
+    /// Proxy replicas per class, for the provisioning controller to keep current: each class's
+    /// snapshot carries its count (for `DividedAmongReplicas` rate limits).
+    pub replicas: Arc<watch::Sender<ClassReplicas>>,
 }
 
 impl std::fmt::Debug for Handles {
@@ -211,11 +214,13 @@ pub async fn run(cli: Cli) -> Result<(), RunError> {
         delay: cli.batch_delay,
         max_delay: cli.batch_max_delay,
     };
+    let (replicas, replicas_rx) = watch::channel(ClassReplicas::new());
     tokio::spawn(batch::run(
         shared.clone(),
         options,
         batching,
         hub.clone(),
+        replicas_rx,
         translated_tx,
         metrics.clone(),
     ));
@@ -251,6 +256,7 @@ pub async fn run(cli: Cli) -> Result<(), RunError> {
         namespace: cli.namespace.clone(),
         hub: hub.clone(),
         translated,
+        replicas: Arc::new(replicas),
     };
     // ------------------------------------------------------------------------------------
     // Status writer and provisioning controller start here, in cluster mode only
