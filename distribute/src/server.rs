@@ -320,6 +320,7 @@ impl Drop for StreamGuard {
             last
         };
         if last {
+            tracing::info!(class = %self.class, proxy = %self.proxy, "proxy disconnected");
             self.hub.set_connected(&self.class, &self.proxy, false);
         }
     }

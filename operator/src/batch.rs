@@ -321,4 +321,52 @@ mod tests {
         assert_eq!(hub.snapshot("web").unwrap().replicas, 3);
         assert_eq!(hub.snapshot("internal"), None);
     }
+
+    #[test]
+    fn endpoint_churn_changes_only_backends_so_it_travels_as_a_delta() {
+        let manifests = |port: u16| {
+            format!(
+                "apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata: {{name: web}}
+spec: {{controller: portico.dev/ingress-controller}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: shop, namespace: shop}}
+spec: {{ports: [{{name: http, port: 80}}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: shop-1, namespace: shop, labels: {{kubernetes.io/service-name: shop}}}}
+addressType: IPv4
+ports: [{{name: http, port: {port}}}]
+endpoints: [{{addresses: [10.0.0.1], conditions: {{ready: true}}}}]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {{name: shop, namespace: shop}}
+spec:
+  ingressClassName: web
+  rules:
+  - host: shop.example
+    http:
+      paths:
+      - {{path: /, pathType: Prefix, backend: {{service: {{name: shop, port: {{number: 80}}}}}}}}
+"
+            )
+        };
+        let snapshot = |port| {
+            let index = Index::from_objects(
+                portico_translate::parse_manifests(&manifests(port), "default").objects,
+            );
+            translate(&index, &Options::default())
+                .snapshots
+                .remove("web")
+                .unwrap()
+        };
+        let (before, after) = (snapshot(8080), snapshot(9090));
+        assert_ne!(before.backends, after.backends);
+        assert!(portico_distribute::protocol::same_routing(&before, &after));
+    }
 }
