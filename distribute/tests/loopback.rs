@@ -3,8 +3,10 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use portico_api::{
     Backend, Endpoint, PathKind, PathMatch, Route, ServiceRef, Snapshot, VirtualHost,
 };
@@ -376,4 +378,73 @@ async fn the_client_follows_acks_and_takes_a_full_snapshot_from_a_restarted_serv
     assert_eq!((got.version, got.route_count()), (1, 2));
     follower.abort();
     server.stop().await;
+}
+
+/// A response body that never yields a frame.
+struct Silence;
+
+impl http_body::Body for Silence {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        std::task::Poll::Pending
+    }
+}
+
+/// A server that accepts the stream and then never sends a byte, like an operator whose node
+/// vanished without closing its connections. Counts the streams opened.
+async fn silent_server(files: &Files) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(files.pki.server_config().unwrap());
+    let streams = Arc::new(AtomicUsize::new(0));
+    let counter = streams.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, counter) = (acceptor.clone(), counter.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(move |_req| {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    async { Ok::<_, std::convert::Infallible>(http::Response::new(Silence)) }
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    (addr, streams)
+}
+
+#[tokio::test]
+async fn a_silent_connection_is_given_up_and_replaced() {
+    let files = Files::new("silent");
+    let (addr, streams) = silent_server(&files).await;
+    let mut config = files.config(addr, "web");
+    config.idle_timeout = Duration::from_millis(300);
+
+    let mut conn = client::connect(&config, &Held::default()).await.unwrap();
+    match tokio::time::timeout(WAIT, conn.next_message())
+        .await
+        .unwrap()
+    {
+        Err(ClientError::Idle(_)) => {}
+        other => panic!("expected the idle timeout, got {other:?}"),
+    }
+
+    // The follower keeps trying: more streams are opened.
+    let follower = tokio::spawn(client::run(config, |_| Ok(())));
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while streams.load(Ordering::SeqCst) < 3 {
+        assert!(tokio::time::Instant::now() < deadline, "no reconnection");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    follower.abort();
 }
