@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -46,9 +47,39 @@ pub struct Hub {
     inner: Arc<HubInner>,
 }
 
+/// Frames and bytes sent on snapshot streams since the hub was made (pings not counted).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sent {
+    pub full_frames: u64,
+    pub full_bytes: u64,
+    pub delta_frames: u64,
+    pub delta_bytes: u64,
+}
+
+#[derive(Debug, Default)]
+struct SentCounters {
+    full_frames: AtomicU64,
+    full_bytes: AtomicU64,
+    delta_frames: AtomicU64,
+    delta_bytes: AtomicU64,
+}
+
+impl SentCounters {
+    fn count(&self, full: bool, bytes: usize) {
+        let (frames, total) = if full {
+            (&self.full_frames, &self.full_bytes)
+        } else {
+            (&self.delta_frames, &self.delta_bytes)
+        };
+        frames.fetch_add(1, Ordering::Relaxed);
+        total.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+}
+
 #[derive(Debug)]
 struct HubInner {
     epoch: String,
+    sent: SentCounters,
     classes: Mutex<HashMap<String, Slot>>,
     acks: watch::Sender<Acks>,
     /// Open streams per (class, proxy).
@@ -140,6 +171,7 @@ impl Hub {
                 classes: Mutex::default(),
                 acks: watch::Sender::new(Acks::new()),
                 streams: Mutex::default(),
+                sent: SentCounters::default(),
             }),
         }
     }
@@ -224,6 +256,17 @@ impl Hub {
             }
             gone
         });
+    }
+
+    /// What the streams have sent so far, by kind: the measure of what deltas save.
+    pub fn sent(&self) -> Sent {
+        let c = &self.inner.sent;
+        Sent {
+            full_frames: c.full_frames.load(Ordering::Relaxed),
+            full_bytes: c.full_bytes.load(Ordering::Relaxed),
+            delta_frames: c.delta_frames.load(Ordering::Relaxed),
+            delta_bytes: c.delta_bytes.load(Ordering::Relaxed),
+        }
     }
 
     /// The current snapshot of `class`, if published.
@@ -652,6 +695,7 @@ async fn stream(
             };
             if let Some((kind, frame)) = frame {
                 tracing::debug!(class = %guard.class, proxy = %guard.proxy, version = latest.snapshot.version, kind, bytes = frame.len(), "sending");
+                guard.hub.inner.sent.count(kind == "full", frame.len());
                 if tx.send(frame).await.is_err() {
                     return;
                 }

@@ -209,6 +209,10 @@ async fn changes_are_pushed_and_backend_changes_travel_as_small_deltas() {
         "delta {delta_size} bytes vs full {full_size} bytes"
     );
     assert!(held.apply(message).unwrap());
+    let sent = hub.sent();
+    assert_eq!((sent.full_frames, sent.delta_frames), (1, 1));
+    assert_eq!(sent.full_bytes, full_size as u64);
+    assert_eq!(sent.delta_bytes, delta_size as u64);
     second.version = 2;
     assert_eq!(
         held.snapshot.as_ref().unwrap(),

@@ -1,6 +1,10 @@
 //! Prometheus metrics. Labels are bounded: object kinds only, no names or classes.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use portico_distribute::server::Hub;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -38,7 +42,52 @@ impl Default for Metrics {
     }
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FrameKind {
+    kind: &'static str,
+}
+
+/// Reads the hub's counters at scrape time.
+#[derive(Debug)]
+struct SentCollector(Hub);
+
+impl Collector for SentCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let sent = self.0.sent();
+        for (name, help, full, backends) in [
+            (
+                "snapshot_frames_sent",
+                "Snapshot frames sent to proxies, by kind (full or backends delta)",
+                sent.full_frames,
+                sent.delta_frames,
+            ),
+            (
+                "snapshot_bytes_sent",
+                "Snapshot bytes sent to proxies, by kind (full or backends delta)",
+                sent.full_bytes,
+                sent.delta_bytes,
+            ),
+        ] {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (kind, value) in [("full", full), ("backends", backends)] {
+                ConstCounter::new(value).encode(family.encode_family(&FrameKind { kind })?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Metrics {
+    /// Registers every metric under the `portico_operator` prefix, with the frames and bytes
+    /// `hub` sends.
+    pub fn with_hub(hub: Hub) -> Self {
+        let mut metrics = Self::new();
+        metrics
+            .registry
+            .register_collector(Box::new(SentCollector(hub)));
+        metrics
+    }
+
     /// Registers every metric under the `portico_operator` prefix.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("portico_operator");

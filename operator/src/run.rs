@@ -164,8 +164,8 @@ fn read_token(path: &std::path::Path) -> Result<String, RunError> {
 
 /// Runs the operator until SIGTERM or SIGINT.
 pub async fn run(cli: Cli) -> Result<(), RunError> {
-    let metrics = Arc::new(Metrics::new());
     let hub = Hub::new();
+    let metrics = Arc::new(Metrics::with_hub(hub.clone()));
     let names = cli.certificate_names();
 
     // The index's sources, the PKI and proxy authentication: from files in development mode,

@@ -407,15 +407,23 @@ async fn proxy_follows_the_operator_live_and_survives_its_restart() {
         Some((200, "backend-a".to_owned()))
     );
 
-    // The operator counts the proxy as connected.
+    // Endpoints move again: this time a backends delta on the wire.
+    ws.write("10-web.yaml", &service(b.addr.port()));
+    until_routed(&proxy, "shop.example", "backend-b").await;
+
+    // The operator counts the proxy as connected, and what it sent it since its restart: the
+    // snapshot in full on reconnection, again in full when an Ingress went, then a delta.
     let metrics = get(operator.addr("admin"), "admin", "/metrics")
         .await
         .unwrap()
         .1;
-    assert!(
-        metrics.contains("portico_operator_proxies_connected 1"),
-        "{metrics}"
-    );
+    for line in [
+        "portico_operator_proxies_connected 1",
+        "portico_operator_snapshot_frames_sent_total{kind=\"full\"} 2",
+        "portico_operator_snapshot_frames_sent_total{kind=\"backends\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from {metrics}");
+    }
 }
 
 #[tokio::test]
