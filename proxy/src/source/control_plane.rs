@@ -3,7 +3,8 @@
 //! The proxy follows one IngressClass with [`portico_distribute::client::run`], which
 //! reassembles backend deltas, acknowledges each version applied here and reconnects with
 //! backoff and jitter. Until the first snapshot arrives the proxy is not ready; afterwards a lost
-//! operator changes nothing here: the last snapshot stays in force.
+//! operator changes nothing here: the last snapshot stays in force. The client runs on a thread
+//! of its own, so applying a snapshot never runs on the serving threads.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -41,19 +42,30 @@ impl SnapshotSource for ControlPlaneSource {
         config
             .validate()
             .map_err(|e| SourceError::ControlPlane(e.to_string()))?;
-        tokio::spawn(client::run(config, move |snapshot| {
-            let routes = snapshot.route_count();
-            match state.apply(snapshot) {
-                Ok(version) => {
-                    tracing::info!(version, routes, "snapshot applied");
-                    Ok(())
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "snapshot refused; keeping the current one");
-                    Err(e.to_string())
-                }
-            }
-        }));
+        // A thread and runtime of its own: building a large snapshot's routes must not hold up
+        // the serving threads, as in standalone mode.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| SourceError::ControlPlane(format!("cannot start its runtime: {e}")))?;
+        std::thread::Builder::new()
+            .name("portico-control-plane".into())
+            .spawn(move || {
+                runtime.block_on(client::run(config, move |snapshot| {
+                    let routes = snapshot.route_count();
+                    match state.apply(snapshot) {
+                        Ok(version) => {
+                            tracing::info!(version, routes, "snapshot applied");
+                            Ok(())
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "snapshot refused; keeping the current one");
+                            Err(e.to_string())
+                        }
+                    }
+                }))
+            })
+            .map_err(|e| SourceError::ControlPlane(format!("cannot start its thread: {e}")))?;
         Ok(())
     }
 }
