@@ -41,6 +41,24 @@ pub struct ProxyAck {
     pub connected: bool,
 }
 
+/// How far a class's current version has reached its proxies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rollout {
+    /// The version being served.
+    pub version: u64,
+    /// Proxies with an open stream.
+    pub connected: usize,
+    /// Connected proxies that applied `version` (or a later one).
+    pub applied: usize,
+}
+
+impl Rollout {
+    /// Every connected proxy applied the current version, and there is at least one.
+    pub fn complete(&self) -> bool {
+        self.connected > 0 && self.applied == self.connected
+    }
+}
+
 /// The snapshots being served, by class. Cheap to clone; every clone is the same hub.
 #[derive(Debug, Clone)]
 pub struct Hub {
@@ -267,6 +285,23 @@ impl Hub {
             delta_frames: c.delta_frames.load(Ordering::Relaxed),
             delta_bytes: c.delta_bytes.load(Ordering::Relaxed),
         }
+    }
+
+    /// Where `class`'s current version stands among its proxies; `None` when not published.
+    /// What the `Programmed` condition is made of.
+    pub fn rollout(&self, class: &str) -> Option<Rollout> {
+        let version = self.version(class)?;
+        let acks = self.inner.acks.borrow();
+        let proxies = acks.get(class).into_iter().flat_map(|p| p.values());
+        let connected: Vec<_> = proxies.filter(|p| p.connected).collect();
+        Some(Rollout {
+            version,
+            connected: connected.len(),
+            applied: connected
+                .iter()
+                .filter(|p| p.version.is_some_and(|v| v >= version))
+                .count(),
+        })
     }
 
     /// The current snapshot of `class`, if published.
@@ -784,5 +819,31 @@ mod tests {
         assert!(!acks.borrow()["c"]["p"].connected);
         hub.forget("c", "p");
         assert!(acks.borrow()["c"].is_empty());
+    }
+
+    #[test]
+    fn a_rollout_counts_connected_proxies_at_the_current_version() {
+        let hub = Hub::with_epoch("e");
+        assert_eq!(hub.rollout("c"), None);
+        hub.publish("c", Snapshot::empty("c"));
+        let (_a, _b) = (hub.stream_opened("c", "a"), hub.stream_opened("c", "b"));
+        hub.record_ack("c", "gone", 1);
+        let rollout = hub.rollout("c").unwrap();
+        assert_eq!(
+            (rollout.version, rollout.connected, rollout.applied),
+            (1, 2, 0)
+        );
+        hub.record_ack("c", "a", 1);
+        assert!(!hub.rollout("c").unwrap().complete());
+        hub.record_ack("c", "b", 1);
+        assert!(hub.rollout("c").unwrap().complete());
+        let mut next = Snapshot::empty("c");
+        next.replicas = 2;
+        hub.publish("c", next);
+        assert_eq!(
+            hub.rollout("c").unwrap().applied,
+            0,
+            "a new version starts over"
+        );
     }
 }
