@@ -136,7 +136,13 @@ pub fn start(dir: PathBuf, shared: Arc<Shared>) -> Result<(), ManifestsError> {
             let _watcher = watcher;
             loop {
                 match rx.recv_timeout(RESCAN) {
-                    Ok(()) => while rx.recv_timeout(DEBOUNCE).is_ok() {},
+                    Ok(()) => {
+                        // Batch a burst of events, for at most a second.
+                        let first = std::time::Instant::now();
+                        while first.elapsed() < Duration::from_secs(1)
+                            && rx.recv_timeout(DEBOUNCE).is_ok()
+                        {}
+                    }
                     Err(RecvTimeoutError::Timeout) => {}
                     Err(RecvTimeoutError::Disconnected) => return,
                 }
