@@ -165,3 +165,42 @@ pub fn start(dir: PathBuf, shared: Arc<Shared>) -> Result<(), ManifestsError> {
         .map_err(directory_error)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_broken_file_keeps_its_objects_and_a_deleted_file_goes() {
+        let dir = std::env::temp_dir().join(format!("portico-op-manifests-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("svc.yaml");
+        let good = "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  ports:\n  - port: 80\n";
+        std::fs::write(&file, good).unwrap();
+        std::fs::write(dir.join("notes.txt"), "ignored").unwrap();
+        let mut files = Files::default();
+        assert!(files.refresh(&dir).unwrap());
+        assert_eq!(files.index().len(), 1);
+        assert!(!files.refresh(&dir).unwrap(), "nothing changed");
+
+        std::fs::write(&file, "kind: [unclosed\n").unwrap();
+        assert!(!files.refresh(&dir).unwrap());
+        assert_eq!(files.index().len(), 1, "the last good parse stays");
+
+        std::fs::write(&file, good.replace("name: web", "name: api")).unwrap();
+        assert!(files.refresh(&dir).unwrap());
+        let names: Vec<_> = files
+            .index()
+            .services
+            .keys()
+            .map(|k| k.to_string())
+            .collect();
+        assert_eq!(names, ["default/api"]);
+
+        std::fs::remove_file(&file).unwrap();
+        assert!(files.refresh(&dir).unwrap());
+        assert!(files.index().is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
