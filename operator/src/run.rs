@@ -323,23 +323,78 @@ fn spawn_cluster_side(client: kube::Client, handles: &Handles) {
     tokio::spawn(lease);
     let mut writer = crate::status::StatusWriter::new(client, namespace, leadership);
     let mut translated = handles.translated.clone();
+    let hub = handles.hub.clone();
+    let mut acks = hub.acks();
     tokio::spawn(async move {
         loop {
             let current = translated.borrow_and_update().clone();
-            if let Err(error) = writer.update(&current.output).await {
-                // Written again on the next translation, or after a pause.
-                tracing::warn!(%error, "status not fully written");
-                tokio::select! {
-                    changed = translated.changed() => if changed.is_err() { return },
-                    () = tokio::time::sleep(Duration::from_secs(5)) => {}
+            acks.borrow_and_update();
+            let output = with_rollout(&current.output, &hub);
+            let pause = match writer.update(&output).await {
+                Ok(()) => None,
+                Err(error) => {
+                    // Written again on the next change, or after a pause.
+                    tracing::warn!(%error, "status not fully written");
+                    Some(Duration::from_secs(5))
                 }
-                continue;
-            }
-            if translated.changed().await.is_err() {
-                return;
+            };
+            tokio::select! {
+                changed = translated.changed() => if changed.is_err() { return },
+                changed = acks.changed() => if changed.is_err() { return },
+                () = tokio::time::sleep(pause.unwrap_or(Duration::from_secs(3600))), if pause.is_some() => {}
             }
         }
     });
+}
+
+/// `output` with each policy's `Programmed` condition held at `Pending` until every connected
+/// proxy of the class acknowledged the version that carries it.
+fn with_rollout(output: &portico_translate::Output, hub: &Hub) -> portico_translate::Output {
+    use portico_crds::conditions::{PROGRAMMED, programmed};
+    let mut output = output.clone();
+    let class_of = |kind: &str, namespace: Option<&str>, name: &str| -> Option<String> {
+        match kind {
+            "IngressClass" => Some(name.to_owned()),
+            _ => {
+                let key = format!("{}/{name}", namespace.unwrap_or_default());
+                output.ingresses.get(&key).map(|r| r.class.clone())
+            }
+        }
+    };
+    let mut pending = Vec::new();
+    for (policy, status) in &output.policies {
+        for (i, ancestor) in status.ancestors.iter().enumerate() {
+            let r = &ancestor.ancestor_ref;
+            let Some(class) = class_of(&r.kind, r.namespace.as_deref(), &r.name) else {
+                continue;
+            };
+            if let Some(rollout) = hub.rollout(&class)
+                && !rollout.complete()
+            {
+                pending.push((policy.clone(), i, rollout));
+            }
+        }
+    }
+    for (policy, i, rollout) in pending {
+        let Some(ancestor) = output
+            .policies
+            .get_mut(&policy)
+            .and_then(|s| s.ancestors.get_mut(i))
+        else {
+            continue;
+        };
+        for c in &mut ancestor.conditions {
+            if c.r#type == PROGRAMMED && c.status == "True" {
+                c.status = "False".into();
+                c.reason = programmed::PENDING.into();
+                c.message = format!(
+                    "version {} applied by {} of {} connected proxies",
+                    rollout.version, rollout.applied, rollout.connected
+                );
+            }
+        }
+    }
+    output
 }
 
 /// Keeps `replicas` equal to the `spec.replicas` of each class's proxy Deployment.
@@ -376,5 +431,66 @@ async fn follow_replicas(
             *current = counts;
             changed
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use portico_api::Snapshot;
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn programmed_waits_for_every_connected_proxy() {
+        let policy = |class_or_ingress: serde_json::Value| -> portico_crds::IngressPolicyStatus {
+            serde_json::from_value(json!({"ancestors": [{
+                "ancestorRef": class_or_ingress,
+                "controllerName": "portico.dev/ingress-controller",
+                "conditions": [
+                    {"type": "Accepted", "status": "True", "reason": "Accepted", "message": ""},
+                    {"type": "Programmed", "status": "True", "reason": "Programmed", "message": "applied to 1 route(s)"}
+                ]
+            }]}))
+            .unwrap()
+        };
+        let mut output = portico_translate::Output::default();
+        output.ingresses.insert(
+            "shop/web".into(),
+            portico_translate::IngressReport {
+                class: "portico".into(),
+                warnings: vec![],
+            },
+        );
+        output.policies.insert(
+            "shop/p".into(),
+            policy(json!({"group": "networking.k8s.io", "kind": "Ingress", "namespace": "shop", "name": "web"})),
+        );
+        output.policies.insert(
+            "other/p".into(),
+            policy(json!({"group": "networking.k8s.io", "kind": "IngressClass", "name": "unpublished"})),
+        );
+        let hub = Hub::new();
+        hub.publish("portico", Snapshot::empty("portico"));
+        let shown = with_rollout(&output, &hub);
+        let programmed = &shown.policies["shop/p"].ancestors[0].conditions[1];
+        assert_eq!(
+            (programmed.status.as_str(), programmed.reason.as_str()),
+            ("False", "Pending")
+        );
+        assert!(
+            programmed.message.contains("0 of 0"),
+            "{}",
+            programmed.message
+        );
+        // A class the Hub does not serve is left as the translator said.
+        assert_eq!(
+            shown.policies["other/p"].ancestors[0].conditions[1].status,
+            "True"
+        );
+        assert_eq!(
+            shown.policies["shop/p"].ancestors[0].conditions[0].status,
+            "True"
+        );
     }
 }
