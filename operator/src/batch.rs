@@ -87,6 +87,10 @@ pub struct Translated {
 /// class's snapshot for `DividedAmongReplicas` rate limits. A class not listed gets 1.
 pub type ClassReplicas = std::collections::BTreeMap<String, u32>;
 
+/// Classes whose ProxyClass names a platform namespace of its own (for IngressPolicy
+/// `overrides`), by class. Classes not listed use the operator's namespace.
+pub type ClassPlatforms = std::collections::BTreeMap<String, String>;
+
 /// Timing of the batch loop.
 #[derive(Debug, Clone, Copy)]
 pub struct Batching {
@@ -96,14 +100,16 @@ pub struct Batching {
     pub max_delay: Duration,
 }
 
-/// Translates and publishes after every batch of changes (to the index or to `replicas`), for
-/// ever.
+/// Translates and publishes after every batch of changes (to the index, `replicas` or
+/// `platforms`), for ever.
+#[allow(clippy::too_many_arguments)] // each is one input of the loop; a struct would only rename them
 pub async fn run(
     shared: Arc<Shared>,
     options: Options,
     batching: Batching,
     hub: Hub,
     replicas: watch::Receiver<ClassReplicas>,
+    platforms: watch::Receiver<ClassPlatforms>,
     translated: watch::Sender<Arc<Translated>>,
     metrics: Arc<Metrics>,
 ) {
@@ -115,12 +121,21 @@ pub async fn run(
             }
         });
     }
+    {
+        let (shared, mut platforms) = (shared.clone(), platforms.clone());
+        tokio::spawn(async move {
+            while platforms.changed().await.is_ok() {
+                shared.update(|_| true);
+            }
+        });
+    }
     shared.wait_synced().await;
     let mut changes = shared.changes.subscribe();
     loop {
         changes.borrow_and_update();
         let shared2 = shared.clone();
-        let options2 = options.clone();
+        let mut options2 = options.clone();
+        options2.class_platform_namespaces = platforms.borrow().clone();
         let started = Instant::now();
         let output = tokio::task::spawn_blocking(move || {
             let index = shared2.index.lock().unwrap();
@@ -263,6 +278,7 @@ mod tests {
             batching,
             hub.clone(),
             replicas_rx,
+            watch::channel(ClassPlatforms::new()).1,
             tx,
             Arc::new(Metrics::new()),
         ));

@@ -14,7 +14,7 @@ use portico_translate::Options;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::batch::{self, Batching, ClassReplicas, Shared, Translated};
+use crate::batch::{self, Batching, ClassPlatforms, ClassReplicas, Shared, Translated};
 use crate::cli::{Cli, LogFormat};
 use crate::manifests::{self, ManifestsError};
 use crate::metrics::Metrics;
@@ -69,6 +69,8 @@ pub struct Handles {
     /// Proxy replicas per class, for the provisioning controller to keep current: each class's
     /// snapshot carries its count (for `DividedAmongReplicas` rate limits).
     pub replicas: Arc<watch::Sender<ClassReplicas>>,
+    /// Platform namespaces of classes whose ProxyClass names one.
+    pub platforms: Arc<watch::Sender<ClassPlatforms>>,
 }
 
 impl std::fmt::Debug for Handles {
@@ -208,6 +210,7 @@ pub async fn run(cli: Cli) -> Result<(), RunError> {
         only_class: None,
         combine_classes: false,
         platform_namespace: Some(cli.namespace.clone()),
+        class_platform_namespaces: Default::default(),
         replicas: 1,
     };
     let batching = Batching {
@@ -215,12 +218,14 @@ pub async fn run(cli: Cli) -> Result<(), RunError> {
         max_delay: cli.batch_max_delay,
     };
     let (replicas, replicas_rx) = watch::channel(ClassReplicas::new());
+    let (platforms, platforms_rx) = watch::channel(ClassPlatforms::new());
     tokio::spawn(batch::run(
         shared.clone(),
         options,
         batching,
         hub.clone(),
         replicas_rx,
+        platforms_rx,
         translated_tx,
         metrics.clone(),
     ));
@@ -257,6 +262,7 @@ pub async fn run(cli: Cli) -> Result<(), RunError> {
         hub: hub.clone(),
         translated,
         replicas: Arc::new(replicas),
+        platforms: Arc::new(platforms),
     };
     // In a cluster: the proxies of each class, their replica counts (for DividedAmongReplicas
     // limits), and status written by the holder of the Lease.
@@ -312,6 +318,7 @@ fn spawn_cluster_side(client: kube::Client, handles: &Handles) {
         namespace.clone(),
         handles.replicas.clone(),
     ));
+    tokio::spawn(follow_platforms(client.clone(), handles.platforms.clone()));
     let identity = std::env::var("PORTICO_POD_NAME")
         .or_else(|_| std::env::var("HOSTNAME"))
         .unwrap_or_else(|_| format!("portico-operator-{}", std::process::id()));
@@ -395,6 +402,56 @@ fn with_rollout(output: &portico_translate::Output, hub: &Hub) -> portico_transl
         }
     }
     output
+}
+
+/// Keeps `platforms` equal to the `platformNamespace` of each Portico class's ProxyClass.
+async fn follow_platforms(client: kube::Client, platforms: Arc<watch::Sender<ClassPlatforms>>) {
+    use futures_util::StreamExt;
+    use k8s_openapi::api::networking::v1::IngressClass;
+    use kube::ResourceExt;
+    use kube::runtime::{reflector, watcher};
+    use portico_crds::ProxyClass;
+    let (classes, classes_writer) = reflector::store::<IngressClass>();
+    let (proxies, proxies_writer) = reflector::store::<ProxyClass>();
+    let class_events = reflector(
+        classes_writer,
+        watcher(kube::Api::all(client.clone()), watcher::Config::default()),
+    )
+    .map(|e| e.map(|_| ()));
+    let proxy_events = reflector(
+        proxies_writer,
+        watcher(kube::Api::all(client), watcher::Config::default()),
+    )
+    .map(|e| e.map(|_| ()));
+    let events = futures_util::stream::select(class_events, proxy_events);
+    futures_util::pin_mut!(events);
+    while let Some(event) = events.next().await {
+        if let Err(error) = event {
+            tracing::debug!(%error, "watching IngressClasses and ProxyClasses");
+            continue;
+        }
+        let by_class: ClassPlatforms = classes
+            .state()
+            .iter()
+            .filter(|c| {
+                c.spec.as_ref().and_then(|s| s.controller.as_deref())
+                    == Some(portico_crds::CONTROLLER_NAME)
+            })
+            .filter_map(|c| {
+                let proxy_class = crate::provision::proxy_class_name(c).ok()??;
+                let proxy = proxies
+                    .state()
+                    .into_iter()
+                    .find(|p| p.name_any() == proxy_class)?;
+                Some((c.name_any(), proxy.spec.platform_namespace.clone()?))
+            })
+            .collect();
+        platforms.send_if_modified(|current| {
+            let changed = *current != by_class;
+            *current = by_class;
+            changed
+        });
+    }
 }
 
 /// Keeps `replicas` equal to the `spec.replicas` of each class's proxy Deployment.

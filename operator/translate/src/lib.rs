@@ -18,6 +18,8 @@ mod parse;
 mod policy;
 mod tls;
 
+use std::collections::BTreeMap;
+
 pub use index::{Index, Kind, Object, ObjectKey};
 pub use output::{IngressReport, Output, Warning};
 pub use parse::{ParseProblem, Parsed, parse_manifests};
@@ -35,6 +37,8 @@ pub struct Options {
     pub combine_classes: bool,
     /// Namespace whose IngressPolicy `overrides` on IngressClass targets are honoured.
     pub platform_namespace: Option<String>,
+    /// Classes with a platform namespace of their own (their ProxyClass's), by class name.
+    pub class_platform_namespaces: BTreeMap<String, String>,
     /// Proxy replicas per class, carried in each snapshot for `DividedAmongReplicas`.
     pub replicas: u32,
 }
@@ -45,6 +49,7 @@ impl Default for Options {
             only_class: None,
             combine_classes: false,
             platform_namespace: Some("portico-system".to_owned()),
+            class_platform_namespaces: BTreeMap::new(),
             replicas: 1,
         }
     }

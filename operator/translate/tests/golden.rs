@@ -155,6 +155,7 @@ fn options_header() {
             combine_classes: true,
             platform_namespace: None,
             replicas: 3,
+            ..Options::default()
         }
     );
     assert_eq!(read_options("kind: x\n").unwrap(), Options::default());

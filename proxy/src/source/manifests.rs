@@ -199,6 +199,7 @@ impl ManifestsSource {
             only_class: self.class.clone(),
             combine_classes: self.class.is_none(),
             platform_namespace: self.platform_namespace.clone(),
+            class_platform_namespaces: Default::default(),
             replicas: 1,
         }
     }

@@ -156,7 +156,10 @@ pub(crate) fn resolve(
     let mut backends = Backends::new(index);
     let served = served_classes(index, options, out);
     let paths = served_paths(out);
-    let platform = options.platform_namespace.as_deref();
+    let platform = Platforms {
+        default: options.platform_namespace.as_deref(),
+        by_class: &options.class_platform_namespaces,
+    };
 
     let mut states: Vec<State<'_>> = index
         .policies
@@ -186,6 +189,27 @@ pub(crate) fn resolve(
 
     apply_to_routes(&mut states, platform, out);
     statuses(&states)
+}
+
+/// The platform namespace of each class: its own (from its ProxyClass), else the default.
+#[derive(Debug, Clone, Copy)]
+struct Platforms<'o> {
+    default: Option<&'o str>,
+    by_class: &'o BTreeMap<String, String>,
+}
+
+impl<'o> Platforms<'o> {
+    fn of(&self, class: &str) -> Option<&'o str> {
+        self.by_class
+            .get(class)
+            .map(String::as_str)
+            .or(self.default)
+    }
+
+    /// True when `namespace` is the platform namespace of some class.
+    fn includes(&self, namespace: &str) -> bool {
+        self.default == Some(namespace) || self.by_class.values().any(|p| p == namespace)
+    }
 }
 
 /// The classes whose IngressClass this translation serves.
@@ -228,7 +252,7 @@ fn prepare<'i>(
     state: &mut State<'i>,
     index: &'i Index,
     backends: &mut Backends<'i>,
-    platform: Option<&str>,
+    platform: Platforms<'_>,
     served: &BTreeSet<String>,
     paths: &ServedPaths<'_>,
     out: &Output,
@@ -249,8 +273,8 @@ fn prepare<'i>(
             false
         }
     };
-    if spec.overrides.is_some() && platform != Some(ns) {
-        state.problems.invalid.push(match platform {
+    if spec.overrides.is_some() && !platform.includes(ns) {
+        state.problems.invalid.push(match platform.default {
             Some(p) => format!(
                 "overrides are only honoured from the platform namespace {p}; this policy is in {ns}: move it there or use defaults"
             ),
@@ -480,7 +504,7 @@ impl Reach {
 fn candidates<'s, 'i>(
     states: &'s [State<'i>],
     reach: &Reach,
-    platform: Option<&str>,
+    platform: Platforms<'_>,
     class: &str,
     route: &Route,
 ) -> Vec<Candidate<'s, 'i>> {
@@ -489,7 +513,7 @@ fn candidates<'s, 'i>(
     for (s, a) in reach.pairs(class, &src.namespace, &src.ingress) {
         let state = &states[s];
         let created = state.policy.metadata.creation_timestamp.as_ref();
-        let from_platform = platform == Some(state.key.namespace.as_str());
+        let from_platform = platform.of(class) == Some(state.key.namespace.as_str());
         {
             let (attach, ancestor) = &state.attachments[a];
             let mut push =
@@ -560,7 +584,7 @@ struct Applied {
 fn apply_route(
     states: &mut [State<'_>],
     reach: &Reach,
-    platform: Option<&str>,
+    platform: Platforms<'_>,
     class: &str,
     route: &mut Route,
     snapshot_backends: &mut BTreeMap<String, portico_api::Backend>,
@@ -639,7 +663,7 @@ fn apply_route(
     applied
 }
 
-fn apply_to_routes(states: &mut [State<'_>], platform: Option<&str>, out: &mut Output) {
+fn apply_to_routes(states: &mut [State<'_>], platform: Platforms<'_>, out: &mut Output) {
     let reach = Reach::new(states);
     for snapshot in out.snapshots.values_mut() {
         let Snapshot {

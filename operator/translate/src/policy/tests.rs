@@ -9,6 +9,16 @@ use crate::{Index, Options, Output, parse_manifests, translate};
 /// An IngressClass `portico`, a Service and Ingresses `shop/shop` (oldest, label app=shop,
 /// paths `/login` and `/`) and `shop/blog` (label app=shop, path `/`), then `extra`.
 fn run(extra: &str) -> Output {
+    run_with(
+        extra,
+        Options {
+            platform_namespace: Some("portico-system".into()),
+            ..Options::default()
+        },
+    )
+}
+
+fn run_with(extra: &str, options: Options) -> Output {
     let base = r#"
 apiVersion: networking.k8s.io/v1
 kind: IngressClass
@@ -46,10 +56,6 @@ spec:
     let text = format!("{base}\n---\n{extra}");
     let parsed = parse_manifests(&text, "default");
     assert!(parsed.problems.is_empty(), "{:?}", parsed.problems);
-    let options = Options {
-        platform_namespace: Some("portico-system".into()),
-        ..Options::default()
-    };
     translate(&Index::from_objects(parsed.objects), &options)
 }
 
@@ -274,6 +280,39 @@ fn overrides_outside_the_platform_namespace_are_rejected() {
             .message
             .contains("platform namespace portico-system")
     );
+}
+
+#[test]
+fn a_class_with_its_own_platform_namespace_takes_overrides_from_there() {
+    let overrides = |ns: &str, name: &str| {
+        policy(
+            ns,
+            name,
+            "2020-01-01T00:00:00Z",
+            &format!("{CLASS}  overrides: {{timeouts: {{request: 3s}}}}"),
+        )
+    };
+    let options = |own: Option<&str>| Options {
+        platform_namespace: Some("portico-system".into()),
+        class_platform_namespaces: own
+            .map(|ns| [("portico".to_owned(), ns.to_owned())].into())
+            .unwrap_or_default(),
+        ..Options::default()
+    };
+    let text = overrides("team-platform", "team");
+    // Without a ProxyClass naming it, team-platform is just another namespace.
+    let out = run_with(&text, options(None));
+    assert_eq!(request_ms(&out, "shop", "/"), None);
+    assert_eq!(cond(&out, "team-platform/team", "Accepted").status, "False");
+    // With one, its overrides apply to the class, and the default namespace's no longer do.
+    let out = run_with(&text, options(Some("team-platform")));
+    assert_eq!(request_ms(&out, "shop", "/"), Some(3000));
+    assert_eq!(cond(&out, "team-platform/team", "Accepted").status, "True");
+    let out = run_with(
+        &overrides("portico-system", "central"),
+        options(Some("team-platform")),
+    );
+    assert_eq!(request_ms(&out, "shop", "/"), None);
 }
 
 #[test]
