@@ -32,7 +32,11 @@ On SIGTERM or SIGINT the proxy turns unready, closes its listeners, lets in-flig
 for up to --drain-timeout, closes upgraded connections (WebSockets) at that deadline and exits 0.
 
 The admin listener serves /healthz, /readyz, /metrics (Prometheus) and /config (JSON summary of \
-the routes in force).";
+the routes in force).
+
+Every request is written to the access log on stdout (--access-log) and, with --otlp-endpoint or \
+OTEL_EXPORTER_OTLP_ENDPOINT, traced: a server span per request and a client span per upstream try, \
+exported over OTLP (gRPC or HTTP/protobuf) in batches that never hold a request up.";
 
 const AFTER_HELP: &str = "\
 Examples:

@@ -737,6 +737,17 @@ async fn off_get(proxy: &Proxy) -> u16 {
 async fn metrics_are_labelled_by_route_and_bounded() {
     let m = Manifests::new();
     let _api = shop(&m).await;
+    m.write(
+        "policy.yaml",
+        "apiVersion: portico.dev/v1alpha1
+kind: IngressPolicy
+metadata: {name: generous}
+spec:
+  targetRefs: [{group: networking.k8s.io, kind: Ingress, name: web}]
+  defaults:
+    rateLimit: {rules: [{name: many, key: {type: Global}, limit: {requests: 1000, period: 1m}}]}
+",
+    );
     let proxy = Proxy::start(&m.dir, &["--access-log", "off", "--class", "portico"]).await;
     let c = Client::new();
     for _ in 0..3 {
@@ -765,6 +776,10 @@ async fn metrics_are_labelled_by_route_and_bounded() {
         "portico_proxy_requests_total{ingress_class=\"\",namespace=\"\",ingress=\"\",service=\"\",status_class=\"4xx\"} 5"
     ));
     assert!(!metrics.contains("random-"));
+    // Resolved with the route, before any refusal.
+    assert!(metrics.contains(
+        "portico_proxy_policy_rejections_total{policy=\"default/generous\",block=\"rateLimit\"} 0"
+    ));
     assert!(metrics.contains(
         "portico_proxy_upstream_response_duration_seconds_count{namespace=\"default\",service=\"api\"} 3"
     ));
@@ -777,4 +792,36 @@ async fn metrics_are_labelled_by_route_and_bounded() {
     ] {
         assert!(metrics.contains(name), "{name}: {metrics}");
     }
+
+    // Every metric the Grafana dashboard queries is one the proxy exports.
+    let dashboard = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../config/grafana/portico-dashboard.json"
+    ))
+    .unwrap();
+    let dashboard: Value = serde_json::from_str(&dashboard).unwrap();
+    let families: Vec<&str> = metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let mut queried = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().unwrap();
+            for (i, _) in expr.match_indices("portico_proxy_") {
+                let name: String = expr[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                let family = ["_total", "_bucket", "_count", "_sum"]
+                    .iter()
+                    .find_map(|suffix| name.strip_suffix(suffix))
+                    .unwrap_or(&name);
+                assert!(families.contains(&family), "{name} is not exported");
+                queried += 1;
+            }
+        }
+    }
+    assert!(queried >= 15, "{queried}");
 }

@@ -298,7 +298,7 @@ mod tests {
             path: "/cart\"\n".into(),
             version: Version::HTTP_11,
             status: 200,
-            route: Some("shop/web/shop.example/Prefix//".into()),
+            route: Some("shop/web:shop.example:Prefix:/".into()),
             upstream: Some("10.1.0.4:8080".parse().unwrap()),
             upstream_time: Some(Duration::from_micros(1500)),
             head_time: Duration::from_micros(1800),

@@ -423,7 +423,8 @@ impl RouteTelemetry {
 /// The IngressPolicy block that refused a request, if one did.
 pub fn rejection(e: &ProxyError) -> Option<Rejection> {
     match e {
-        ProxyError::RateLimited(_) => Some(Rejection::RateLimit),
+        // The in-flight cap is the rateLimit block's `concurrency`.
+        ProxyError::RateLimited(_) | ProxyError::Overloaded => Some(Rejection::RateLimit),
         ProxyError::Forbidden("ipAccess") => Some(Rejection::IpAccess),
         ProxyError::Forbidden("clientCertificate") => Some(Rejection::ClientCertificate),
         // Every authentication failure is a 401, whatever the method.
