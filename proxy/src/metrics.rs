@@ -4,11 +4,15 @@
 //! IngressPolicy) and from fixed sets (status class, policy block), never from request data.
 //! Requests that match no route are counted under empty route labels.
 //!
-//! Recording takes no lock and no lookup: the handles of a route are resolved once per snapshot
-//! into its [`RouteMetrics`], and the process-wide ones are fields of [`Metrics`].
+//! Recording takes no lookup: the handles of a route are resolved once per snapshot into its
+//! [`RouteMetrics`], and the process-wide ones are fields of [`Metrics`] (counters are atomics; a
+//! histogram takes its own short lock). When a snapshot is applied, the series of routes it no
+//! longer has are removed.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::hash::Hash;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder};
@@ -62,6 +66,8 @@ pub struct Metrics {
     /// Upstream latency by Service, resolved per backend by the upstreams.
     pub upstream_durations: UpstreamDurations,
     rejections: Family<RejectionLabels, Counter>,
+    /// The route series of the snapshot in force and of the one being built.
+    live: Mutex<(Live<RequestLabels>, Live<RejectionLabels>)>,
     /// Requests that matched no route (404, 400, 421).
     unmatched: RouteMetrics,
     /// Open client connections.
@@ -107,12 +113,14 @@ impl Metrics {
             "Time from request head to response head, by IngressClass, Ingress, Service and status class",
             durations.clone(),
         );
-        let upstream_durations =
-            UpstreamDurations(Family::new_with_constructor(histogram as fn() -> Histogram));
+        let upstream_durations = UpstreamDurations {
+            family: Family::new_with_constructor(histogram as fn() -> Histogram),
+            live: Arc::default(),
+        };
         registry.register(
             "upstream_response_duration_seconds",
             "Time from choosing an endpoint to its response head, per try, by Service",
-            upstream_durations.0.clone(),
+            upstream_durations.family.clone(),
         );
         let rejections = Family::<RejectionLabels, Counter>::default();
         registry.register(
@@ -192,6 +200,7 @@ impl Metrics {
             durations,
             upstream_durations,
             rejections,
+            live: Mutex::default(),
             unmatched,
             active_connections,
             upstream_connect_errors,
@@ -206,9 +215,29 @@ impl Metrics {
         }
     }
 
-    /// The handles of a route, resolved once per snapshot.
+    /// The handles of a route, resolved once per snapshot (before [`Metrics::snapshot_applied`]).
     pub fn route(&self, labels: &RouteLabels) -> RouteMetrics {
+        let mut live = self.live.lock().unwrap();
+        for status_class in STATUS_CLASSES {
+            live.0.note(request_labels(labels, status_class));
+        }
+        for (block, policy) in &labels.policies {
+            live.1.note(RejectionLabels {
+                policy: policy.clone(),
+                block,
+            });
+        }
         route_metrics(&self.requests, &self.durations, &self.rejections, labels)
+    }
+}
+
+fn request_labels(labels: &RouteLabels, status_class: &'static str) -> RequestLabels {
+    RequestLabels {
+        ingress_class: labels.ingress_class.clone(),
+        namespace: labels.namespace.clone(),
+        ingress: labels.ingress.clone(),
+        service: labels.service.clone(),
+        status_class,
     }
 }
 
@@ -220,13 +249,7 @@ fn route_metrics(
     rejections: &Family<RejectionLabels, Counter>,
     labels: &RouteLabels,
 ) -> RouteMetrics {
-    let key = |status_class| RequestLabels {
-        ingress_class: labels.ingress_class.clone(),
-        namespace: labels.namespace.clone(),
-        ingress: labels.ingress.clone(),
-        service: labels.service.clone(),
-        status_class,
-    };
+    let key = |status_class| request_labels(labels, status_class);
     let rejection = |block: &'static str| {
         let policy = labels.policies.iter().find(|(b, _)| *b == block)?;
         Some(
@@ -255,7 +278,19 @@ impl Metrics {
     }
 
     /// Records that snapshot `version` is now in force.
+    /// The series of routes and Services the new snapshot no longer has are removed.
     pub fn snapshot_applied(&self, version: u64) {
+        {
+            let mut live = self.live.lock().unwrap();
+            for gone in live.0.turn() {
+                self.requests.remove(&gone);
+                self.durations.remove(&gone);
+            }
+            for gone in live.1.turn() {
+                self.rejections.remove(&gone);
+            }
+        }
+        self.upstream_durations.turn();
         self.snapshot_version.set(version as i64);
         self.snapshot_applies.inc();
         self.snapshot_applied_at.set_now();
@@ -272,17 +307,57 @@ impl Metrics {
 
 /// Upstream latency histograms by Service.
 #[derive(Debug, Clone)]
-pub struct UpstreamDurations(Family<ServiceLabels, Histogram, fn() -> Histogram>);
+pub struct UpstreamDurations {
+    family: Family<ServiceLabels, Histogram, fn() -> Histogram>,
+    live: Arc<Mutex<Live<ServiceLabels>>>,
+}
 
 impl UpstreamDurations {
     /// The histogram of a Service, resolved once per snapshot.
     pub fn service(&self, namespace: &str, service: &str) -> Histogram {
-        self.0
-            .get_or_create(&ServiceLabels {
-                namespace: namespace.into(),
-                service: service.into(),
-            })
-            .clone()
+        let key = ServiceLabels {
+            namespace: namespace.into(),
+            service: service.into(),
+        };
+        let histogram = self.family.get_or_create(&key).clone();
+        self.live.lock().unwrap().note(key);
+        histogram
+    }
+
+    fn turn(&self) {
+        for gone in self.live.lock().unwrap().turn() {
+            self.family.remove(&gone);
+        }
+    }
+}
+
+/// The label sets of the snapshot in force and of the one being built, so that series of
+/// routes that are gone can be removed rather than exported forever.
+#[derive(Debug)]
+struct Live<S> {
+    current: HashSet<S>,
+    next: HashSet<S>,
+}
+
+impl<S> Default for Live<S> {
+    fn default() -> Self {
+        Self {
+            current: HashSet::new(),
+            next: HashSet::new(),
+        }
+    }
+}
+
+impl<S: Clone + Eq + Hash> Live<S> {
+    fn note(&mut self, key: S) {
+        self.next.insert(key);
+    }
+
+    /// The label sets the new snapshot no longer has; the new snapshot's become current.
+    fn turn(&mut self) -> Vec<S> {
+        let gone = self.current.difference(&self.next).cloned().collect();
+        self.current = std::mem::take(&mut self.next);
+        gone
     }
 }
 
@@ -467,6 +542,31 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("block=\"authentication\""));
+    }
+
+    #[test]
+    fn series_of_routes_that_are_gone_are_removed() {
+        let m = Metrics::new();
+        let kept = m.route(&labels());
+        let mut other = labels();
+        other.ingress = "old".into();
+        m.route(&other).record(200, 0.001);
+        m.upstream_durations.service("shop", "legacy").observe(0.1);
+        m.snapshot_applied(1);
+        assert!(m.encode().contains("ingress=\"old\""));
+        assert!(m.encode().contains("service=\"legacy\""));
+        // The next snapshot has only the first route.
+        let again = m.route(&labels());
+        m.snapshot_applied(2);
+        kept.record(200, 0.001);
+        again.record(200, 0.001);
+        let text = m.encode();
+        assert!(!text.contains("ingress=\"old\""), "{text}");
+        assert!(!text.contains("service=\"legacy\""), "{text}");
+        assert!(text.contains("ingress=\"web\",service=\"api\",status_class=\"2xx\"} 2"));
+        assert!(text.contains("policy=\"shop/limits\""));
+        // Unmatched requests keep their series.
+        assert!(text.contains("ingress=\"\",service=\"\",status_class=\"4xx\"} 0"));
     }
 
     #[test]
