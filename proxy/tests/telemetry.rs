@@ -86,6 +86,30 @@ struct Receiver {
 
 impl Receiver {
     async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// A receiver behind TLS (ALPN h2), as collectors outside the cluster are.
+    async fn start_tls(cert_pem: &str, key_pem: &str) -> Self {
+        let certs = rustls_pemfile::certs(&mut cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = rustls_pemfile::private_key(&mut key_pem.as_bytes())
+            .unwrap()
+            .unwrap();
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Self::start_with(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))).await
+    }
+
+    async fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let spans = Arc::new(Mutex::new(Vec::new()));
@@ -96,11 +120,25 @@ impl Receiver {
                     return;
                 };
                 let store = store.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req| receive(store.clone(), req));
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let builder = auto::Builder::new(TokioExecutor::new());
+                    match tls {
+                        None => {
+                            let _ = builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
+                        }
+                        Some(acceptor) => {
+                            let Ok(stream) = acceptor.accept(stream).await else {
+                                return;
+                            };
+                            let _ = builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
+                        }
+                    }
                 });
             }
         });
@@ -560,6 +598,36 @@ spec:
         ),
         "{metrics}"
     );
+}
+
+#[tokio::test]
+async fn grpc_export_to_a_collector_behind_tls() {
+    let (cert, key, _) = certificate(&["localhost"]);
+    let receiver = Receiver::start_tls(&cert, &key).await;
+    let m = Manifests::new();
+    let _api = shop(&m).await;
+    // The collector's CA, as a deployment would mount it.
+    let ca = m.dir.join("collector-ca.pem.txt");
+    std::fs::write(&ca, &cert).unwrap();
+    let endpoint = format!("https://localhost:{}", receiver.addr.port());
+    let ca = ca.to_str().unwrap();
+    let mut env = FAST_EXPORT.to_vec();
+    env.push(("SSL_CERT_FILE", ca));
+    let proxy = Proxy::start_with_env(
+        &m.dir,
+        &["--otlp-endpoint", &endpoint, "--otlp-protocol", "grpc"],
+        &env,
+    )
+    .await;
+    let r = get_with(&proxy, "shop.test", "/api/tls", &[]).await;
+    assert_eq!(r.status, 200);
+    let (trace, _) = upstream_traceparent(&r);
+    let spans = receiver
+        .wait_for("spans over TLS", |spans| {
+            spans.iter().filter(|s| s.trace_id() == trace).count() >= 2
+        })
+        .await;
+    assert_eq!(server_span(&spans, &trace).transport, "grpc");
 }
 
 #[tokio::test]

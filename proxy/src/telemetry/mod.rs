@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use opentelemetry::KeyValue;
-use opentelemetry_otlp::WithExportConfig as _;
+use opentelemetry_otlp::{WithExportConfig as _, WithTonicConfig as _};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use portico_api::Route;
@@ -125,6 +125,11 @@ impl Settings {
                 if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
                     return Err(format!(
                         "invalid OTLP endpoint `{endpoint}`: expected http://HOST:PORT or https://HOST:PORT"
+                    ));
+                }
+                if protocol == OtlpProtocol::Http && uri.scheme_str() == Some("https") {
+                    return Err(format!(
+                        "OTLP endpoint `{endpoint}`: HTTP/protobuf export is plain http://; for TLS use --otlp-protocol grpc with the https:// endpoint"
                     ));
                 }
                 let (ratio, parent_based) = sampler(cli.trace_sampling, &env)?;
@@ -309,11 +314,20 @@ fn start_tracing(
 ) -> Result<(Tracing, Flusher), TelemetryError> {
     let builder = opentelemetry_otlp::SpanExporter::builder();
     let exporter = match settings.protocol {
-        OtlpProtocol::Grpc => builder
-            .with_tonic()
-            .with_endpoint(&settings.endpoint)
-            .with_timeout(settings.batch.timeout)
-            .build(),
+        OtlpProtocol::Grpc => {
+            let builder = builder
+                .with_tonic()
+                .with_endpoint(&settings.endpoint)
+                .with_timeout(settings.batch.timeout);
+            if settings.endpoint.starts_with("https:") {
+                // The system's CA certificates (SSL_CERT_FILE and SSL_CERT_DIR are honoured).
+                let tls = opentelemetry_otlp::tonic_types::transport::ClientTlsConfig::new()
+                    .with_native_roots();
+                builder.with_tls_config(tls).build()
+            } else {
+                builder.build()
+            }
+        }
         OtlpProtocol::Http => builder
             .with_http()
             .with_endpoint(&settings.endpoint)
@@ -676,6 +690,8 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("http/json"), "{e}");
+        let e = resolve(&["--otlp-endpoint", "https://collector:4318"], &[]).unwrap_err();
+        assert!(e.contains("--otlp-protocol grpc"), "{e}");
     }
 
     #[test]
