@@ -169,6 +169,21 @@ demo "the upstream's status passes through" \
 demo "WebSocket upgrade to the echo on /ws (handshake only; -m 1 ends curl's wait)" \
   "curl -s -i -m 1 -H 'Host: blue.localhost' -H 'Connection: Upgrade' -H 'Upgrade: websocket' -H 'Sec-WebSocket-Version: 13' -H 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==' http://$HTTP/ws" \
   '^HTTP/1.1 101'
+demo "IngressPolicy rateLimit: two per minute per client, then 429 with Retry-After" \
+  "for i in 1 2 3; do curl -s -o /dev/null -w '%{http_code} ' -H 'Host: policy.localhost' http://$HTTP/limited; done; echo" \
+  '^200 200 429 $'
+demo "IngressPolicy authentication: basic auth asks for credentials" \
+  "curl -s -i -H 'Host: policy.localhost' http://$HTTP/private | grep -iE '^(HTTP|www-authenticate)'" \
+  '[Ww]ww-[Aa]uthenticate: Basic realm="Portico demo"'
+demo "... and lets demo:portico through" \
+  "curl -s -u demo:portico -H 'Host: policy.localhost' http://$HTTP/private" \
+  '"backend": "blue"'
+demo "IngressPolicy headers: a response header on every answer of the Ingress" \
+  "curl -s -i -H 'Host: policy.localhost' http://$HTTP/ | grep -i x-frame-options" \
+  'x-frame-options: DENY'
+demo "admin: what the translator said of each Ingress and IngressPolicy" \
+  "curl -s http://$ADMIN/status" \
+  'default/demo-private'
 demo "admin: the routes in force" \
   "curl -s http://$ADMIN/config" \
   'demo\.localhost'

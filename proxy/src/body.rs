@@ -6,12 +6,14 @@
 //! early, the lease drops the connection instead.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::head_timeout::HeadTimer;
 use crate::upstream::Lease;
 
 /// Body of every response the proxy sends.
@@ -20,6 +22,8 @@ pub struct ProxyBody {
     kind: Kind,
     /// Held until the body is dropped (an in-flight permit of the concurrency limit).
     guard: Option<Guard>,
+    /// Told when the response is over, so the connection's next head is timed from then.
+    head_timer: Option<Arc<HeadTimer>>,
 }
 
 /// Something a response body keeps alive while it streams.
@@ -48,6 +52,7 @@ impl ProxyBody {
         Self {
             kind: Kind::Full(bytes),
             guard: None,
+            head_timer: None,
         }
     }
 
@@ -56,6 +61,7 @@ impl ProxyBody {
         Self {
             kind: Kind::Full(None),
             guard: None,
+            head_timer: None,
         }
     }
 
@@ -66,7 +72,15 @@ impl ProxyBody {
         Self {
             kind: Kind::Upstream { body, lease },
             guard: None,
+            head_timer: None,
         }
+    }
+
+    /// Tells `timer` when the response is over (the body dropped, after its last frame or when
+    /// the client went away).
+    pub fn with_head_timer(mut self, timer: Arc<HeadTimer>) -> Self {
+        self.head_timer = Some(timer);
+        self
     }
 
     /// Keeps `guard` alive until the body is dropped (after its last frame, or when the client
@@ -74,6 +88,14 @@ impl ProxyBody {
     pub fn with_guard(mut self, guard: impl Send + Sync + 'static) -> Self {
         self.guard = Some(Guard(Box::new(guard)));
         self
+    }
+}
+
+impl Drop for ProxyBody {
+    fn drop(&mut self) {
+        if let Some(timer) = &self.head_timer {
+            timer.exchange_done();
+        }
     }
 }
 

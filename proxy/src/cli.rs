@@ -25,14 +25,20 @@ Certificates are chosen by SNI from the Ingresses' TLS sections; clients without
 get a generated self-signed certificate. Upstream certificates are not verified (like nginx's \
 proxy_ssl_verify off).
 
+IngressPolicy objects are enforced per route: ipAccess, client certificates, CORS, body size, \
+rate limits (local, divided among replicas, or shared through Redis with --redis-url), \
+authentication (basic, JWT, API keys, external), header edits, timeouts and retries.
+
 Errors are short plain-text answers: 404 no route, 503 no endpoints or overloaded, 502 upstream \
-connect or protocol error, 504 upstream connect timeout, 400 bad request, 421 misdirected request.
+connect or protocol error, 504 upstream timeout, 400 bad request, 401 unauthorized, 403 \
+forbidden by policy, 408 request head too slow, 413 body too large, 421 misdirected request, \
+429 rate limited.
 
 On SIGTERM or SIGINT the proxy turns unready, closes its listeners, lets in-flight requests finish \
 for up to --drain-timeout, closes upgraded connections (WebSockets) at that deadline and exits 0.
 
-The admin listener serves /healthz, /readyz, /metrics (Prometheus) and /config (JSON summary of \
-the routes in force).
+The admin listener serves /healthz, /readyz, /metrics (Prometheus), /config (JSON summary of \
+the routes in force) and /status (what the translator reported of each Ingress and IngressPolicy).
 
 Every request is written to the access log on stdout (--access-log) and, with --otlp-endpoint or \
 OTEL_EXPORTER_OTLP_ENDPOINT, traced: a server span per request and a client span per upstream try, \

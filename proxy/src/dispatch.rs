@@ -72,7 +72,7 @@ pub fn route_stack(
     let has_policy = !route.policy.is_empty();
     let service = if has_policy {
         let _route = tracing::info_span!("route", id = %route.id).entered();
-        policy::stack(&route.policy, replicas, policy, forward)
+        policy::stack(&route.id, &route.policy, replicas, policy, forward)
     } else {
         forward
     };
@@ -125,11 +125,15 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> std::result::Result<Response<ResponseBody>, Infallible> {
     let start = Instant::now();
+    if let Some(timer) = &conn.head_timer {
+        timer.head_received();
+    }
     let stream = ActiveStreams::start();
     let Some(telemetry) = telemetry::get() else {
         let mut route = None;
         let result = proxy(&state, &conn, req, &mut route).await;
         let response = respond(&state, route.as_deref(), result, start, None);
+        let response = watch_body(&conn, response);
         return Ok(response.map(|body| ResponseBody::new(body, stream, None)));
     };
     observed(&state, &conn, req, telemetry, start, stream).await
@@ -205,7 +209,22 @@ async fn observed(
         start,
         bytes: 0,
     });
+    let response = watch_body(conn, response);
     Ok(response.map(|body| ResponseBody::new(body, stream, Some(finish))))
+}
+
+/// Hands the connection's head timer to the response body, which tells it when the response is
+/// over; an upgraded connection has no next request head to time.
+fn watch_body(conn: &ConnInfo, response: Response<ProxyBody>) -> Response<ProxyBody> {
+    let Some(timer) = &conn.head_timer else {
+        return response;
+    };
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        timer.upgraded();
+        response
+    } else {
+        response.map(|body| body.with_head_timer(timer.clone()))
+    }
 }
 
 /// Turns the outcome into the response, and counts it in the route's metrics (or the

@@ -4,6 +4,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::body::ProxyBody;
+use crate::policy::auth;
 
 /// A request that could not be proxied. Each variant maps to exactly one status in
 /// [`ProxyError::status`], and [`ProxyError::into_response`] is the only place that builds
@@ -62,6 +63,10 @@ pub enum ProxyError {
     /// A bug or an impossible state.
     #[error("internal error: {0}")]
     Internal(&'static str),
+    /// Authentication refused the request (401), the auth service said no (its own answer),
+    /// or could not be asked (503).
+    #[error("authentication: {0}")]
+    Auth(#[from] auth::Rejection),
 }
 
 impl ProxyError {
@@ -83,6 +88,7 @@ impl ProxyError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Auth(r) => r.status(),
         }
     }
 
@@ -103,6 +109,8 @@ impl ProxyError {
             Self::BadRequest(_) => "bad request\n",
             Self::Misdirected => "misdirected request\n",
             Self::Internal(_) => "internal error\n",
+            Self::Auth(auth::Rejection::Unavailable(_)) => "authentication unavailable\n",
+            Self::Auth(_) => "unauthorized\n",
         }
     }
 
@@ -126,6 +134,7 @@ impl ProxyError {
             Self::BadRequest(_) => "bad_request",
             Self::Misdirected => "misdirected",
             Self::Internal(_) => "internal",
+            Self::Auth(r) => r.metric_label(),
         }
     }
 
@@ -146,13 +155,21 @@ impl ProxyError {
             }
             _ => tracing::debug!(error = %self, kind = self.metric_label(), "request failed"),
         }
-        let mut response =
-            Response::new(ProxyBody::full(Bytes::from_static(self.body().as_bytes())));
+        // The auth service's own answer goes back as it is; challenges join the uniform body.
+        let (own_body, extra) = match &self {
+            Self::Auth(r) => (r.body(), r.headers()),
+            _ => (None, http::HeaderMap::new()),
+        };
+        let body = own_body.unwrap_or_else(|| Bytes::from_static(self.body().as_bytes()));
+        let mut response = Response::new(ProxyBody::full(body));
         *response.status_mut() = status;
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
+        if !extra.contains_key(header::CONTENT_TYPE) {
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+        }
+        response.headers_mut().extend(extra);
         match self {
             Self::RateLimited(limited) => limited.headers(response.headers_mut()),
             // The connection cannot be trusted to be in sync any more (a body cut short).
@@ -216,5 +233,39 @@ mod tests {
         assert_eq!(ProxyError::Internal("x").status(), 500);
         let io = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
         assert_eq!(ProxyError::UpstreamConnect(io).status(), 502);
+        let unavailable = auth::Rejection::Unavailable("timeout".into());
+        assert_eq!(ProxyError::from(unavailable).status(), 503);
+    }
+
+    #[test]
+    fn auth_rejections_carry_challenges_or_the_auth_service_answer() {
+        let challenges = vec![
+            HeaderValue::from_static(r#"Basic realm="x""#),
+            HeaderValue::from_static("Bearer"),
+        ];
+        let r = ProxyError::from(auth::Rejection::Unauthorized { challenges }).into_response();
+        assert_eq!(r.status(), 401);
+        assert_eq!(
+            r.headers().get_all(header::WWW_AUTHENTICATE).iter().count(),
+            2
+        );
+        assert_eq!(
+            r.headers()[header::CONTENT_TYPE],
+            "text/plain; charset=utf-8"
+        );
+
+        let mut headers = http::HeaderMap::new();
+        headers.insert(header::LOCATION, HeaderValue::from_static("/login"));
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+        let denial = auth::Denial {
+            status: StatusCode::FOUND,
+            headers,
+            body: Bytes::from_static(b"<a href=/login>"),
+        };
+        let r = ProxyError::from(auth::Rejection::Denied(Box::new(denial))).into_response();
+        assert_eq!(r.status(), 302);
+        assert_eq!(r.headers()[header::LOCATION], "/login");
+        assert_eq!(r.headers()[header::CONTENT_TYPE], "text/html");
+        assert_eq!(r.headers().get_all(header::CONTENT_TYPE).iter().count(), 1);
     }
 }

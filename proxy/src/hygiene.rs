@@ -38,6 +38,8 @@ pub struct ConnInfo {
     pub sni: Option<Box<str>>,
     /// The client certificate verified in the TLS handshake, if the client sent one.
     pub client_cert: Option<Arc<PeerCert>>,
+    /// The HTTP/1.1 head timeout's view of the connection (none for HTTP/2 over TLS).
+    pub head_timer: Option<Arc<crate::head_timeout::HeadTimer>>,
 }
 
 /// What the proxy keeps of a verified client certificate.
@@ -58,6 +60,7 @@ impl ConnInfo {
             tls,
             sni,
             client_cert: None,
+            head_timer: None,
         }
     }
 }

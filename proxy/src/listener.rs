@@ -19,11 +19,15 @@ use tokio::sync::{Semaphore, watch};
 use tokio_rustls::LazyConfigAcceptor;
 
 use crate::dispatch;
+use crate::head_timeout::{HeadTimeoutIo, HeadTimer};
 use crate::hygiene::ConnInfo;
 use crate::state::State;
 
 /// Largest request head (and HTTP/1.1 read buffer).
 const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// How much later than the configured header timeout hyper's own (silent) one fires.
+const HYPER_HEAD_BACKSTOP: Duration = Duration::from_secs(5);
 
 /// Serving settings shared by both listeners.
 #[derive(Debug, Clone)]
@@ -39,7 +43,8 @@ fn builder(options: &ServeOptions) -> auto::Builder<TokioExecutor> {
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(options.header_read_timeout)
+        // A backstop: `HeadTimeoutIo` answers slow heads with 408 at the configured limit.
+        .header_read_timeout(options.header_read_timeout + HYPER_HEAD_BACKSTOP)
         .max_buf_size(MAX_HEADER_BYTES)
         .keep_alive(true);
     builder
@@ -107,10 +112,14 @@ pub async fn serve(
                 serve_tls(stream, peer, local, state, &builder, watcher, timeout).await;
             }));
         } else {
+            let limit = options.header_read_timeout;
             tokio::spawn(Box::pin(async move {
                 let (_permit, _active) = (permit, active);
-                let conn = Arc::new(ConnInfo::new(peer, local, false, None));
-                serve_conn(TokioIo::new(stream), conn, state, &builder, watcher).await;
+                let mut conn = ConnInfo::new(peer, local, false, None);
+                let timer = Arc::new(HeadTimer::default());
+                conn.head_timer = Some(timer.clone());
+                let io = HeadTimeoutIo::new(stream, timer, limit);
+                serve_conn(TokioIo::new(io), Arc::new(conn), state, &builder, watcher).await;
             }));
         }
     }
@@ -175,7 +184,14 @@ async fn serve_tls(
         .and_then(|chain| chain.first())
         .and_then(|leaf| crate::tls::peer_cert(leaf))
         .map(Arc::new);
-    serve_conn(TokioIo::new(tls), Arc::new(info), state, builder, watcher).await;
+    if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+        serve_conn(TokioIo::new(tls), Arc::new(info), state, builder, watcher).await;
+    } else {
+        let head_timer = Arc::new(HeadTimer::default());
+        info.head_timer = Some(head_timer.clone());
+        let io = HeadTimeoutIo::new(tls, head_timer, timeout);
+        serve_conn(TokioIo::new(io), Arc::new(info), state, builder, watcher).await;
+    }
 }
 
 async fn serve_conn<I>(

@@ -6,6 +6,7 @@
 //! connections (which hold only their sockets) are untouched by swaps.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -100,6 +101,8 @@ pub struct State {
     policy: PolicyEnv,
     /// What the translator said of the objects (standalone mode): `/status` on the admin port.
     translation_status: ArcSwap<serde_json::Value>,
+    /// Endpoints of the snapshot being built or in force, by backend id, for forward auth.
+    auth_endpoints: Arc<ArcSwap<HashMap<String, Vec<SocketAddr>>>>,
 }
 
 impl State {
@@ -112,9 +115,14 @@ impl State {
             .map(|url| Redis::new(url, metrics.rate_limit_backend_errors.clone()))
             .transpose()
             .map_err(|e| StateError::Redis(e.to_string()))?;
+        let auth_endpoints: Arc<ArcSwap<HashMap<String, Vec<SocketAddr>>>> = Arc::default();
+        let endpoints = auth_endpoints.clone();
         let policy = PolicyEnv {
             rate_limits: Buckets::new(redis),
-            auth: AuthEnv::default(),
+            retry_budgets: Default::default(),
+            auth: AuthEnv::new(Arc::new(move |id: &str| {
+                endpoints.load().get(id).cloned().unwrap_or_default()
+            })),
         };
         let tunnels = Arc::new(Tunnels::default());
         let upstreams = Upstreams::new(
@@ -143,6 +151,7 @@ impl State {
             trusted_proxies: options.trusted_proxies,
             policy,
             translation_status: ArcSwap::from_pointee(serde_json::json!({})),
+            auth_endpoints,
         })
     }
 
@@ -161,6 +170,19 @@ impl State {
             });
         }
         let version = snapshot.version;
+        self.auth_endpoints.store(Arc::new(
+            snapshot
+                .backends
+                .iter()
+                .map(|(id, b)| {
+                    let addrs = b
+                        .endpoints
+                        .iter()
+                        .map(|e| SocketAddr::new(e.address, e.port));
+                    (id.clone(), addrs.collect())
+                })
+                .collect(),
+        ));
         let backends: HashMap<&str, _> = snapshot
             .backends
             .iter()

@@ -223,17 +223,10 @@ async fn access_cors_body_headers_timeouts_and_limits() {
     )
     .await;
     assert_eq!((r.status, r.body.as_str()), (200, "5"));
-    let big = Box::leak(vec![b'y'; 5000].into_boxed_slice());
-    let r = send(
-        &c,
-        &proxy,
-        Request::post("http://proxy/upload").header("host", "app.test"),
-        http_body_util::Full::new(Bytes::from_static(big))
-            .map_err(|e| match e {})
-            .boxed(),
-    )
-    .await;
-    assert_eq!(r.status, 413);
+    // Over the limit by Content-Length: answered from the head alone, before any of the body is
+    // read (as a client sending `Expect: 100-continue` would see it).
+    let head = "POST /upload HTTP/1.1\r\nHost: app.test\r\nContent-Length: 5000\r\n\r\n";
+    assert_eq!(raw_status(proxy.http, head).await, 413);
     let r = send(
         &c,
         &proxy,
@@ -242,14 +235,14 @@ async fn access_cors_body_headers_timeouts_and_limits() {
     )
     .await;
     assert_eq!((r.status, r.body.as_str()), (200, "3072"));
-    let r = send(
-        &c,
-        &proxy,
-        Request::post("http://proxy/upload").header("host", "app.test"),
-        chunked(64),
-    )
-    .await;
-    assert_eq!(r.status, 413);
+    // A chunked body crossing the limit while it streams: 413 once 4 KiB have gone by.
+    let mut chunked_head = String::from(
+        "POST /upload HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\r\n",
+    );
+    for _ in 0..6 {
+        chunked_head.push_str(&format!("400\r\n{}\r\n", "z".repeat(1024)));
+    }
+    assert_eq!(raw_status(proxy.http, &chunked_head).await, 413);
 
     // headers: request edits reach the backend, response edits reach the client.
     let r = send(
@@ -421,6 +414,8 @@ async fn retries_hide_a_failing_endpoint_within_the_budget() {
             "{retry: {attempts: 3, on: [gateway-error], backoff: {base: 1ms, max: 2ms}}}",
         ),
     );
+    // Budgets fill with time from the moment the snapshot is applied.
+    let applied = Instant::now();
     let proxy = Proxy::start(&m.dir, &[]).await;
     let c = Client::new();
     for _ in 0..20 {
@@ -448,12 +443,11 @@ async fn retries_hide_a_failing_endpoint_within_the_budget() {
     // A backend that is down: the default budget (20% of requests plus 10 a second) keeps the
     // tries from quadrupling the load, though every request may be tried four times.
     let before = bad.requests.load(Ordering::Relaxed);
-    let started = Instant::now();
     for _ in 0..100 {
         assert_eq!(c.get(proxy.http, "down.test", "/flaky").await.status, 503);
     }
     let tries = bad.requests.load(Ordering::Relaxed) - before;
-    let allowance = 100.0 * 1.2 + 10.0 + 10.0 * started.elapsed().as_secs_f64() + 1.0;
+    let allowance = 100.0 * 1.2 + 10.0 + 10.0 * applied.elapsed().as_secs_f64() + 1.0;
     assert!(
         tries as f64 <= allowance,
         "{tries} tries for 100 requests (allowance {allowance:.0})"
@@ -947,4 +941,69 @@ spec:
         .json();
     let rogue = status["policies"]["default/rogue"].to_string();
     assert!(rogue.contains("\"False\""), "{rogue}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_too_slow_to_send_a_head_get_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let backend = Backend::start("web").await;
+    let m = Manifests::new();
+    m.write("svc.yaml", &service("web", &[backend.addr.port()], None));
+    m.write(
+        "app.yaml",
+        &ingress("app", "app.test", &[("/", "Prefix", "web")]),
+    );
+    let proxy = Proxy::start(&m.dir, &["--header-read-timeout", "500ms"]).await;
+
+    async fn answer<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> String {
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    // Half a head, then nothing: 408 and the connection closed.
+    let mut s = tokio::net::TcpStream::connect(proxy.http).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: app").await.unwrap();
+    let started = Instant::now();
+    let text = answer(&mut s).await;
+    assert!(
+        text.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+        "{text:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+
+    // A keep-alive connection: a whole request is served, a slow second head gets 408, and
+    // idling before it did not count.
+    let mut s = tokio::net::TcpStream::connect(proxy.http).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = vec![0u8; 4096];
+    let n = s.read(&mut first).await.unwrap();
+    assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    s.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+    let text = answer(&mut s).await;
+    assert!(text.starts_with("HTTP/1.1 408"), "{text:?}");
+
+    // The same over TLS (HTTP/1.1 by ALPN).
+    let mut tls = tls_connect(proxy.https, Some("app.test"), &[b"http/1.1"]).await;
+    tls.write_all(b"GET / HTTP/1.1\r\nHo").await.unwrap();
+    let text = answer(&mut tls).await;
+    assert!(text.starts_with("HTTP/1.1 408"), "{text:?}");
+
+    // A slow body is not a slow head: an upload trickling in is served.
+    let mut s = tokio::net::TcpStream::connect(proxy.http).await.unwrap();
+    s.write_all(b"POST /upload HTTP/1.1\r\nHost: app.test\r\nContent-Length: 4\r\n\r\nab")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    s.write_all(b"cd").await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(
+        text.starts_with("HTTP/1.1 200") && text.ends_with("4"),
+        "{text:?}"
+    );
 }

@@ -792,6 +792,10 @@ async fn access_log_formats_and_off() {
     assert!(off.stdout.lock().unwrap().is_empty());
 }
 
+async fn c_status(proxy: &Proxy, host: &str, path: &str) -> u16 {
+    Client::new().get(proxy.http, host, path).await.status
+}
+
 async fn off_get(proxy: &Proxy) -> u16 {
     Client::new()
         .get(proxy.http, "shop.test", "/api")
@@ -816,7 +820,34 @@ spec:
     rateLimit: {rules: [{name: many, key: {type: Global}, limit: {requests: 1000, period: 1m}}]}
 ",
     );
+    // Basic authentication on another Ingress: alice / wonderland.
+    m.write(
+        "vault.yaml",
+        &ingress("vault", "vault.test", &[("/", "Prefix", "api")]),
+    );
+    m.write(
+        "htpasswd.yaml",
+        "apiVersion: v1
+kind: Secret
+metadata: {name: htpasswd}
+stringData: {auth: \"alice:$apr1$portico$1ChCvguPk.d7BjaxyXJFh.\"}
+",
+    );
+    m.write(
+        "locked.yaml",
+        "apiVersion: portico.dev/v1alpha1
+kind: IngressPolicy
+metadata: {name: locked}
+spec:
+  targetRefs: [{group: networking.k8s.io, kind: Ingress, name: vault}]
+  defaults:
+    authentication:
+      basic: {secretRef: {name: htpasswd}, realm: Vault}
+",
+    );
     let proxy = Proxy::start(&m.dir, &["--access-log", "off", "--class", "portico"]).await;
+    assert_eq!(c_status(&proxy, "vault.test", "/").await, 401);
+    assert_eq!(c_status(&proxy, "vault.test", "/").await, 401);
     let c = Client::new();
     for _ in 0..3 {
         assert_eq!(c.get(proxy.http, "shop.test", "/api/x").await.status, 200);
@@ -844,6 +875,12 @@ spec:
         "portico_proxy_requests_total{ingress_class=\"\",namespace=\"\",ingress=\"\",service=\"\",status_class=\"4xx\"} 5"
     ));
     assert!(!metrics.contains("random-"));
+    assert!(
+        metrics.contains(
+            "portico_proxy_policy_rejections_total{policy=\"default/locked\",block=\"authentication\"} 2"
+        ),
+        "{metrics}"
+    );
     // Resolved with the route, before any refusal.
     assert!(metrics.contains(
         "portico_proxy_policy_rejections_total{policy=\"default/generous\",block=\"rateLimit\"} 0"

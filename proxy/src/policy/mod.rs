@@ -66,13 +66,20 @@ pub struct Client {
 #[derive(Debug)]
 pub struct PolicyEnv {
     pub rate_limits: rate_limit::Buckets,
+    pub retry_budgets: retry::Budgets,
     pub auth: auth::AuthEnv,
 }
 
 /// Wraps `forward` in the layers of `policy`. `replicas` is the snapshot's replica count
 /// (for `DividedAmongReplicas` limits).
-pub fn stack(policy: &RoutePolicy, replicas: u32, env: &PolicyEnv, forward: Svc) -> Svc {
-    match build(policy, replicas, env, forward) {
+pub fn stack(
+    route: &str,
+    policy: &RoutePolicy,
+    replicas: u32,
+    env: &PolicyEnv,
+    forward: Svc,
+) -> Svc {
+    match build(route, policy, replicas, env, forward) {
         Ok(svc) => svc,
         Err(e) => {
             let blocks: Vec<&str> = policy.origins.keys().map(String::as_str).collect();
@@ -96,6 +103,7 @@ pub enum BuildError {
 }
 
 fn build(
+    route: &str,
     policy: &RoutePolicy,
     replicas: u32,
     env: &PolicyEnv,
@@ -106,7 +114,9 @@ fn build(
     // Built inside out: each line wraps the stack below it.
     if policy.timeouts.is_some() || policy.retry.is_some() {
         svc = Svc::new(
-            retry::RetryLayer::new(policy.timeouts.as_deref(), policy.retry.as_deref()).layer(svc),
+            retry::RetryLayer::new(policy.timeouts.as_deref(), policy.retry.as_deref())
+                .with_budget(env.retry_budgets.get(route, policy.retry.as_deref()))
+                .layer(svc),
         );
     }
     if let Some(headers) = &policy.headers {

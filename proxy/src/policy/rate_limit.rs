@@ -158,7 +158,7 @@ impl<C: Clock + Clone> LocalBucket<C> {
 
     /// Keys tracked.
     #[cfg(test)]
-    pub fn len(&self) -> usize {
+    pub fn keys(&self) -> usize {
         self.limiter.len()
     }
 }
@@ -677,14 +677,14 @@ mod tests {
             let _ = b.check(Key::Ip(ip));
         }
         assert!(
-            b.len() <= 1000 + OVERFLOW_BUCKETS as usize,
+            b.keys() <= 1000 + OVERFLOW_BUCKETS as usize,
             "{} keys",
-            b.len()
+            b.keys()
         );
         // Once the cells are back to full, the sweep drops them.
         clock.advance(Duration::from_secs(120));
         let _ = b.check(Key::Global);
-        assert!(b.len() <= 2, "{} keys after the sweep", b.len());
+        assert!(b.keys() <= 2, "{} keys after the sweep", b.keys());
     }
 
     #[test]

@@ -15,7 +15,8 @@
 //! Tries wait a full-jitter exponential backoff (`base * 2^n`, at most `max`) between them,
 //! and each retry is logged with its reason.
 
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -45,22 +46,52 @@ struct Config {
     backoff_base: Duration,
     backoff_max: Duration,
     non_idempotent: bool,
-    budget: Budget,
+    budget: Arc<Budget>,
 }
 
 /// Retry tokens: deposits per request, a steady trickle per second, withdrawals per retry.
 #[derive(Debug)]
-struct Budget {
+pub struct Budget {
+    settings: (u32, u32),
     ratio: f64,
     per_second: f64,
     cap: f64,
     state: Mutex<(f64, Instant)>,
 }
 
+/// Retry budgets by route, kept across snapshots while their settings are unchanged, so that
+/// a config change does not hand a failing backend a fresh allowance of retries.
+#[derive(Debug, Default)]
+pub struct Budgets {
+    by_route: Mutex<HashMap<String, Weak<Budget>>>,
+}
+
+impl Budgets {
+    /// The budget of `route` for `retry`'s settings.
+    pub fn get(&self, route: &str, retry: Option<&Retry>) -> Arc<Budget> {
+        let spec = retry.and_then(|r| r.budget.as_ref());
+        let (percent, min) = (
+            spec.map_or(20, |b| b.percent),
+            spec.map_or(10, |b| b.min_per_second),
+        );
+        let mut by_route = self.by_route.lock().unwrap();
+        by_route.retain(|_, b| b.strong_count() > 0);
+        if let Some(existing) = by_route.get(route).and_then(Weak::upgrade)
+            && existing.settings == (percent, min)
+        {
+            return existing;
+        }
+        let budget = Arc::new(Budget::new(percent, min));
+        by_route.insert(route.to_owned(), Arc::downgrade(&budget));
+        budget
+    }
+}
+
 impl Budget {
     fn new(percent: u32, min_per_second: u32) -> Self {
         let per_second = f64::from(min_per_second);
         Self {
+            settings: (percent, min_per_second),
             ratio: f64::from(percent) / 100.0,
             per_second,
             cap: (per_second * 10.0).max(10.0),
@@ -118,12 +149,20 @@ impl RetryLayer {
                     .filter(|d| !d.is_zero())
                     .unwrap_or(DEFAULT_BACKOFF_MAX),
                 non_idempotent: retry.is_some_and(|r| r.non_idempotent),
-                budget: Budget::new(
+                budget: Arc::new(Budget::new(
                     budget.map_or(20, |b| b.percent),
                     budget.map_or(10, |b| b.min_per_second),
-                ),
+                )),
             }),
         }
+    }
+
+    /// Uses `budget` (shared across snapshots, see [`Budgets`]) instead of a fresh one.
+    pub fn with_budget(mut self, budget: Arc<Budget>) -> Self {
+        Arc::get_mut(&mut self.config)
+            .expect("configured before it is shared")
+            .budget = budget;
+        self
     }
 }
 

@@ -441,8 +441,12 @@ pub fn rejection(e: &ProxyError) -> Option<Rejection> {
         ProxyError::RateLimited(_) | ProxyError::Overloaded => Some(Rejection::RateLimit),
         ProxyError::Forbidden("ipAccess") => Some(Rejection::IpAccess),
         ProxyError::Forbidden("clientCertificate") => Some(Rejection::ClientCertificate),
-        // Every authentication failure is a 401, whatever the method.
-        e if e.status() == http::StatusCode::UNAUTHORIZED => Some(Rejection::Authentication),
+        // No method accepted the credentials, or the auth service said no. An auth service that
+        // does not answer is an outage, not a refusal.
+        ProxyError::Auth(
+            crate::policy::auth::Rejection::Unauthorized { .. }
+            | crate::policy::auth::Rejection::Denied(_),
+        ) => Some(Rejection::Authentication),
         _ => None,
     }
 }
@@ -720,5 +724,12 @@ mod tests {
         );
         assert_eq!(rejection(&ProxyError::Forbidden("cors origin")), None);
         assert_eq!(rejection(&ProxyError::NoRoute), None);
+        let unauthorized = crate::policy::auth::Rejection::Unauthorized { challenges: vec![] };
+        assert_eq!(
+            rejection(&ProxyError::Auth(unauthorized)),
+            Some(Rejection::Authentication)
+        );
+        let unavailable = crate::policy::auth::Rejection::Unavailable("timeout".into());
+        assert_eq!(rejection(&ProxyError::Auth(unavailable)), None);
     }
 }
