@@ -600,6 +600,48 @@ spec:
     );
 }
 
+// The receiver must keep running while this thread waits for the proxy to exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_still_queued_are_sent_on_shutdown() {
+    let receiver = Receiver::start().await;
+    let m = Manifests::new();
+    let _api = shop(&m).await;
+    let endpoint = receiver.url();
+    // Batches every minute: only the flush at shutdown can deliver the span in time.
+    let mut proxy = Proxy::start_with_env(
+        &m.dir,
+        &[
+            "--otlp-endpoint",
+            &endpoint,
+            "--otlp-protocol",
+            "grpc",
+            "--drain-timeout",
+            "1s",
+        ],
+        &[("OTEL_BSP_SCHEDULE_DELAY", "60000")],
+    )
+    .await;
+    let r = get_with(&proxy, "shop.test", "/api/last", &[]).await;
+    assert_eq!(r.status, 200);
+    let (trace, _) = upstream_traceparent(&r);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        receiver.spans.lock().unwrap().is_empty(),
+        "nothing sent yet"
+    );
+    proxy.signal("TERM");
+    assert!(proxy.wait_exit(Duration::from_secs(10)).success());
+    let spans = receiver
+        .wait_for("the flushed spans", |spans| {
+            spans.iter().filter(|s| s.trace_id() == trace).count() >= 2
+        })
+        .await;
+    assert_eq!(
+        server_span(&spans, &trace).attr("url.path").as_deref(),
+        Some("/api/last")
+    );
+}
+
 #[tokio::test]
 async fn grpc_export_to_a_collector_behind_tls() {
     let (cert, key, _) = certificate(&["localhost"]);
