@@ -2,7 +2,10 @@
 //! the request to the route's stack, which forwards it upstream.
 //!
 //! Each route's handler is a `tower::Service` built once per snapshot ([`route_stack`]): the
-//! forwarder wrapped in the layers of the route's IngressPolicy (see [`crate::policy`]).
+//! forwarder wrapped in the layers of the route's IngressPolicy (see [`crate::policy`]), with the
+//! route's metric handles and trace attributes beside it. Each request is counted in its route's
+//! metrics and, when traces or the access log are on, traced and logged (see
+//! [`crate::telemetry`]).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
