@@ -162,6 +162,12 @@ pub struct Cli {
     )]
     pub trusted_proxies: Vec<ipnet::IpNet>,
 
+    /// Expect a PROXY protocol header (v1 or v2) at the start of every connection, from a load
+    /// balancer in front, and take the client address from it. Connections without one are
+    /// closed.
+    #[arg(long, env = "PORTICO_PROXY_PROTOCOL")]
+    pub proxy_protocol: bool,
+
     /// Redis server for rate limits with replicas: Distributed (`redis://HOST:PORT/DB`). Without
     /// it such limits are enforced per replica, divided among the replicas.
     #[arg(long, env = "PORTICO_REDIS_URL", value_name = "URL")]

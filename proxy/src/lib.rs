@@ -21,6 +21,7 @@ mod listener;
 mod metrics;
 mod path;
 pub mod policy;
+mod proxy_protocol;
 mod source;
 mod state;
 mod telemetry;
@@ -189,6 +190,7 @@ async fn run(cli: Cli) -> Result<(), RunError> {
     let options = ServeOptions {
         header_read_timeout: cli.header_read_timeout,
         max_connections: cli.max_connections,
+        proxy_protocol: cli.proxy_protocol,
     };
     let graceful = Arc::new(GracefulShutdown::new());
     let (stop, stopped) = watch::channel(false);

@@ -34,6 +34,8 @@ const HYPER_HEAD_BACKSTOP: Duration = Duration::from_secs(5);
 pub struct ServeOptions {
     pub header_read_timeout: Duration,
     pub max_connections: Option<u32>,
+    /// Every connection starts with a PROXY protocol header naming the client.
+    pub proxy_protocol: bool,
 }
 
 /// The HTTP server builder: HTTP/1.1 with keep-alive and a header read timeout, and HTTP/2
@@ -105,16 +107,25 @@ pub async fn serve(
         // One future per path, boxed before it is spawned: tokio moves a spawned future through
         // several frames, and a plain connection need not carry a TLS handshake's state.
         let active = Active::new(&state);
+        let proxy_protocol = options.proxy_protocol;
         if tls {
             let timeout = options.header_read_timeout;
             tokio::spawn(Box::pin(async move {
                 let (_permit, _active) = (permit, active);
+                let mut stream = stream;
+                let Some(peer) = client_of(&mut stream, peer, proxy_protocol, timeout).await else {
+                    return;
+                };
                 serve_tls(stream, peer, local, state, &builder, watcher, timeout).await;
             }));
         } else {
             let limit = options.header_read_timeout;
             tokio::spawn(Box::pin(async move {
                 let (_permit, _active) = (permit, active);
+                let mut stream = stream;
+                let Some(peer) = client_of(&mut stream, peer, proxy_protocol, limit).await else {
+                    return;
+                };
                 let mut conn = ConnInfo::new(peer, local, false, None);
                 let timer = Arc::new(HeadTimer::default());
                 conn.head_timer = Some(timer.clone());
@@ -124,6 +135,27 @@ pub async fn serve(
         }
     }
     tracing::debug!(tls, "listener closed");
+}
+
+/// The connection's client: the TCP peer, or with `proxy_protocol` the address of the PROXY
+/// header it starts with. `None` when the header is missing or malformed (the connection is
+/// dropped).
+async fn client_of(
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    proxy_protocol: bool,
+    limit: Duration,
+) -> Option<SocketAddr> {
+    if !proxy_protocol {
+        return Some(peer);
+    }
+    match crate::proxy_protocol::read_header(stream, limit).await {
+        Ok(client) => Some(client.unwrap_or(peer)),
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "connection refused");
+            None
+        }
+    }
 }
 
 /// Counts an open connection for as long as its task holds it, however the task ends.

@@ -1007,3 +1007,60 @@ async fn clients_too_slow_to_send_a_head_get_408() {
         "{text:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_protocol_names_the_client() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let backend = Backend::start("web").await;
+    let m = Manifests::new();
+    m.write("svc.yaml", &service("web", &[backend.addr.port()], None));
+    m.write(
+        "app.yaml",
+        &ingress(
+            "app",
+            "app.test",
+            &[("/", "Prefix", "web"), ("/office", "Prefix", "web")],
+        ),
+    );
+    m.write(
+        "p.yaml",
+        &policy(
+            "office",
+            "app",
+            "app.test",
+            "/office",
+            "{ipAccess: {allow: [203.0.113.0/24]}}",
+        ),
+    );
+    let proxy = Proxy::start(&m.dir, &["--proxy-protocol"]).await;
+    let exchange = |header: &'static str, path: &'static str| {
+        let addr = proxy.http;
+        async move {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            s.write_all(header.as_bytes()).await.unwrap();
+            s.write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await
+            .unwrap();
+            let mut out = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+            String::from_utf8_lossy(&out).into_owned()
+        }
+    };
+    let text = exchange("PROXY TCP4 203.0.113.9 127.0.0.1 5555 80\r\n", "/").await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        text.contains("\"x-forwarded-for\":[\"203.0.113.9\"]"),
+        "{text}"
+    );
+    // The header's address is the peer ipAccess checks.
+    let text = exchange("PROXY TCP4 203.0.113.9 127.0.0.1 5555 80\r\n", "/office").await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let text = exchange("PROXY TCP4 198.51.100.1 127.0.0.1 5555 80\r\n", "/office").await;
+    assert!(text.starts_with("HTTP/1.1 403"), "{text}");
+    // Without a header: closed without an answer.
+    let text = exchange("", "/").await;
+    assert_eq!(text, "");
+}

@@ -672,7 +672,8 @@ mod tests {
     #[test]
     fn keys_are_bounded() {
         let (b, clock) = bucket(1, 60_000, 0, 1000);
-        for i in 0..200_000u32 {
+        // A million distinct client IPs.
+        for i in 0..1_000_000u32 {
             let ip = IpAddr::from(i.to_be_bytes());
             let _ = b.check(Key::Ip(ip));
         }
@@ -685,6 +686,38 @@ mod tests {
         clock.advance(Duration::from_secs(120));
         let _ = b.check(Key::Global);
         assert!(b.keys() <= 2, "{} keys after the sweep", b.keys());
+    }
+
+    #[test]
+    fn divided_among_replicas_uses_the_snapshot_replica_count() {
+        let buckets = Buckets::new(None);
+        let rule = |replicas: Replicas| RateLimitRule {
+            name: "r".into(),
+            bucket_id: format!("ns/p/{replicas:?}"),
+            r#match: None,
+            key: RateLimitKey {
+                r#type: KeyType::Global,
+                name: None,
+            },
+            limit: portico_api::policy::Limit {
+                requests: 100,
+                period_ms: 60_000,
+                burst: 8,
+            },
+            replicas,
+            stage: Stage::PreAuth,
+        };
+        let per = buckets.rule(&rule(Replicas::PerReplica), 4).unwrap();
+        assert_eq!(per.local.fingerprint, (100, 60_000, 8));
+        let divided = buckets
+            .rule(&rule(Replicas::DividedAmongReplicas), 4)
+            .unwrap();
+        assert_eq!(divided.local.fingerprint, (25, 60_000, 2));
+        // Never below one request.
+        let many = buckets
+            .rule(&rule(Replicas::DividedAmongReplicas), 1000)
+            .unwrap();
+        assert_eq!(many.local.fingerprint.0, 1);
     }
 
     #[test]
