@@ -527,12 +527,13 @@ spec:
     let r = get_with(&proxy, "shop.test", "/flaky", &[]).await;
     assert_eq!(r.status, 503);
     let spans = receiver
-        .wait_for("three tries", |spans| {
-            spans
-                .iter()
-                .filter(|s| s.kind() == SpanKind::Client)
-                .count()
-                >= 3
+        .wait_for("the request and its three tries", |spans| {
+            spans.iter().any(|s| s.kind() == SpanKind::Server)
+                && spans
+                    .iter()
+                    .filter(|s| s.kind() == SpanKind::Client)
+                    .count()
+                    >= 3
         })
         .await;
     let server = spans.iter().find(|s| s.kind() == SpanKind::Server).unwrap();
@@ -598,6 +599,53 @@ spec:
         ),
         "{metrics}"
     );
+}
+
+#[tokio::test]
+async fn tries_cut_short_by_the_per_try_timeout_end_as_cancelled() {
+    let receiver = Receiver::start().await;
+    let m = Manifests::new();
+    let _api = shop(&m).await;
+    m.write(
+        "slow.yaml",
+        &ingress("slowly", "slow.test", &[("/", "Prefix", "api")]),
+    );
+    m.write(
+        "policy.yaml",
+        "apiVersion: portico.dev/v1alpha1
+kind: IngressPolicy
+metadata: {name: impatient}
+spec:
+  targetRefs: [{group: networking.k8s.io, kind: Ingress, name: slowly}]
+  defaults:
+    retry: {attempts: 1, on: [gateway-error], perTryTimeout: 100ms, backoff: {base: 1ms, max: 2ms}}
+",
+    );
+    let endpoint = receiver.url();
+    let proxy = Proxy::start_with_env(
+        &m.dir,
+        &["--otlp-endpoint", &endpoint, "--otlp-protocol", "grpc"],
+        FAST_EXPORT,
+    )
+    .await;
+    let r = get_with(&proxy, "slow.test", "/slow?ms=2000", &[]).await;
+    assert_eq!(r.status, 504);
+    let spans = receiver
+        .wait_for("the request and two cancelled tries", |spans| {
+            spans.iter().any(|s| s.kind() == SpanKind::Server)
+                && spans
+                    .iter()
+                    .filter(|s| s.attr("error.type").as_deref() == Some("cancelled"))
+                    .count()
+                    >= 2
+        })
+        .await;
+    let server = spans.iter().find(|s| s.kind() == SpanKind::Server).unwrap();
+    assert_eq!(
+        server.attr("http.response.status_code").as_deref(),
+        Some("504")
+    );
+    assert_eq!(client_spans(&spans, server).len(), 2);
 }
 
 // The receiver must keep running while this thread waits for the proxy to exit.

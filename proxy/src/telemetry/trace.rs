@@ -224,14 +224,32 @@ impl UpstreamTrace {
             .with_kind(SpanKind::Client)
             .with_attributes(attributes)
             .start_with_context(&self.tracer, &self.parent);
-        ClientSpan { span }
+        ClientSpan {
+            span,
+            finished: false,
+        }
     }
 }
 
-/// The span of one upstream try, up to the response head.
+/// The span of one upstream try, up to the response head. A try abandoned before it ended (a
+/// per-try timeout, a client that went away) ends as an error of type `cancelled`.
 #[derive(Debug)]
 pub struct ClientSpan {
     span: Span,
+    finished: bool,
+}
+
+impl Drop for ClientSpan {
+    fn drop(&mut self) {
+        if !self.finished {
+            if self.span.is_recording() {
+                self.span
+                    .set_attribute(KeyValue::new("error.type", "cancelled"));
+                self.span.set_status(Status::error("cancelled"));
+            }
+            self.span.end();
+        }
+    }
 }
 
 impl ClientSpan {
@@ -269,6 +287,7 @@ impl ClientSpan {
                 }
             }
         }
+        self.finished = true;
         self.span.end();
     }
 }
