@@ -139,7 +139,8 @@ pub async fn handle(
         let response = watch_body(&conn, response);
         return Ok(response.map(|body| ResponseBody::new(body, stream, None)));
     };
-    observed(&state, &conn, req, telemetry, start, stream).await
+    // Boxed: the plain path's future stays as small as it was without telemetry.
+    Box::pin(observed(&state, &conn, req, telemetry, start, stream)).await
 }
 
 /// [`handle`] with traces or the access log on.
