@@ -26,6 +26,7 @@ use crate::error::{ProxyError, Result};
 use crate::hygiene::{self, ConnInfo};
 use crate::metrics::{ActiveStreams, Metrics};
 use crate::path::{match_path, normalize_path};
+use crate::policy::auth::{AuthMethod, Identity};
 use crate::policy::{self, Client, PolicyEnv, Req, Svc};
 use crate::state::State;
 use crate::telemetry::{
@@ -71,6 +72,7 @@ pub fn route_stack(
     let forward = Svc::new(Forward {
         backend: backends.get(route.backend.as_str()).cloned(),
         backend_id: route.backend.as_str().into(),
+        rate_limited: route.policy.rate_limit.is_some(),
     });
     let has_policy = !route.policy.is_empty();
     let service = if has_policy {
@@ -93,6 +95,8 @@ struct Forward {
     /// `None` when the snapshot lacks the backend: 503.
     backend: Option<Arc<Backend>>,
     backend_id: Arc<str>,
+    /// The route has rate limits: a request that gets here passed them.
+    rate_limited: bool,
 }
 
 impl tower::Service<Req> for Forward {
@@ -105,6 +109,15 @@ impl tower::Service<Req> for Forward {
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
+        if let Some(Observe { trace: Some(trace) }) = req.extensions().get::<Observe>() {
+            let method = req.extensions().get::<Identity>().map(|i| match i.method {
+                AuthMethod::Basic => "basic",
+                AuthMethod::Jwt => "jwt",
+                AuthMethod::ApiKey => "apiKey",
+                AuthMethod::External => "external",
+            });
+            trace.policy_passed(self.rate_limited, method);
+        }
         match &self.backend {
             Some(backend) => {
                 let backend = backend.clone();

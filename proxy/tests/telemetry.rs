@@ -514,9 +514,21 @@ spec:
   targetRefs: [{group: networking.k8s.io, kind: Ingress, name: web}]
   defaults:
     retry: {attempts: 2, on: [5xx], backoff: {base: 1ms, max: 2ms}, budget: {percent: 100, minPerSecond: 100}}
-    rateLimit: {rules: [{name: two, key: {type: Global}, limit: {requests: 2, period: 1m}}]}
+    rateLimit: {rules: [{name: three, key: {type: Global}, limit: {requests: 3, period: 1m}}]}
+    authentication:
+      basic: {secretRef: {name: htpasswd}, realm: Shop}
 ",
     );
+    // alice / wonderland
+    m.write(
+        "htpasswd.yaml",
+        "apiVersion: v1
+kind: Secret
+metadata: {name: htpasswd}
+stringData: {auth: \"alice:$apr1$portico$1ChCvguPk.d7BjaxyXJFh.\"}
+",
+    );
+    let alice = [("authorization", "Basic YWxpY2U6d29uZGVybGFuZA==")];
     let endpoint = receiver.url();
     let proxy = Proxy::start_with_env(
         &m.dir,
@@ -524,7 +536,7 @@ spec:
         FAST_EXPORT,
     )
     .await;
-    let r = get_with(&proxy, "shop.test", "/flaky", &[]).await;
+    let r = get_with(&proxy, "shop.test", "/flaky", &alice).await;
     assert_eq!(r.status, 503);
     let spans = receiver
         .wait_for("the request and its three tries", |spans| {
@@ -553,14 +565,50 @@ spec:
         .collect();
     resends.sort();
     assert_eq!(resends, ["", "1", "2"]);
+    // What the policy let through is on the request's span.
+    let event = |span: &Received, name: &str| {
+        span.span.events.iter().find(|e| e.name == name).map(|e| {
+            (
+                attr(&e.attributes, "portico.outcome").unwrap_or_default(),
+                attr(&e.attributes, "portico.method").unwrap_or_default(),
+            )
+        })
+    };
+    assert_eq!(
+        event(server, "portico.rate_limit"),
+        Some(("allowed".into(), String::new()))
+    );
+    assert_eq!(
+        event(server, "portico.authentication"),
+        Some(("accepted".into(), "basic".into()))
+    );
     assert_eq!(
         failing.requests.load(std::sync::atomic::Ordering::Relaxed),
         3
     );
 
-    // The limit (two a minute) is used up by the next request: a 429 with an event.
-    let _ = get_with(&proxy, "shop.test", "/flaky", &[]).await;
+    // Without credentials: 401, with an event.
     let r = get_with(&proxy, "shop.test", "/flaky", &[]).await;
+    assert_eq!(r.status, 401);
+    let spans = receiver
+        .wait_for("the 401", |spans| {
+            spans
+                .iter()
+                .any(|s| s.attr("http.response.status_code").as_deref() == Some("401"))
+        })
+        .await;
+    let refused = spans
+        .iter()
+        .find(|s| s.attr("http.response.status_code").as_deref() == Some("401"))
+        .unwrap();
+    assert_eq!(
+        event(refused, "portico.authentication"),
+        Some(("rejected".into(), String::new()))
+    );
+
+    // The limit (three a minute) is used up by the next request: a 429 with an event.
+    let _ = get_with(&proxy, "shop.test", "/flaky", &alice).await;
+    let r = get_with(&proxy, "shop.test", "/flaky", &alice).await;
     assert_eq!(r.status, 429);
     let spans = receiver
         .wait_for("the 429", |spans| {
@@ -585,7 +633,7 @@ spec:
     );
     assert_eq!(
         attr(&event.attributes, "portico.rule").as_deref(),
-        Some("two")
+        Some("three")
     );
     assert!(
         client_spans(&spans, limited).is_empty(),
@@ -599,6 +647,9 @@ spec:
         ),
         "{metrics}"
     );
+    assert!(metrics.contains(
+        "portico_proxy_policy_rejections_total{policy=\"default/resilient\",block=\"authentication\"} 1"
+    ));
 }
 
 #[tokio::test]

@@ -2,8 +2,9 @@
 //! semantic conventions, with W3C trace context in and out.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::SystemTime;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Version};
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
@@ -88,8 +89,18 @@ impl Tracing {
         ServerSpan {
             span,
             tracer: self.tracer.clone(),
+            passed: Arc::default(),
         }
     }
+}
+
+/// What the route's IngressPolicy let through, seen by the innermost service.
+#[derive(Debug)]
+struct Passed {
+    time: SystemTime,
+    rate_limit: bool,
+    /// The authentication method that accepted the request.
+    authentication: Option<&'static str>,
 }
 
 /// What the server span is made from, read before the request is handed on.
@@ -110,6 +121,7 @@ pub struct RequestHead<'a> {
 pub struct ServerSpan {
     span: Span,
     tracer: SdkTracer,
+    passed: Arc<OnceLock<Passed>>,
 }
 
 impl ServerSpan {
@@ -125,6 +137,7 @@ impl ServerSpan {
             tracer: self.tracer.clone(),
             parent: Context::new().with_remote_span_context(self.span.span_context().clone()),
             tries: Arc::new(AtomicU32::new(0)),
+            passed: self.passed.clone(),
         }
     }
 
@@ -164,6 +177,25 @@ impl ServerSpan {
             "http.response.status_code",
             i64::from(status),
         ));
+        if let Some(passed) = self.passed.get() {
+            if passed.rate_limit {
+                self.span.add_event_with_timestamp(
+                    "portico.rate_limit",
+                    passed.time,
+                    vec![KeyValue::new("portico.outcome", "allowed")],
+                );
+            }
+            if let Some(method) = passed.authentication {
+                self.span.add_event_with_timestamp(
+                    "portico.authentication",
+                    passed.time,
+                    vec![
+                        KeyValue::new("portico.outcome", "accepted"),
+                        KeyValue::new("portico.method", method),
+                    ],
+                );
+            }
+        }
         if let Some(e) = error {
             if let Some(why) = super::rejection(e) {
                 let (name, block) = match why {
@@ -204,9 +236,23 @@ pub struct UpstreamTrace {
     parent: Context,
     /// Tries so far, retries of the retry policy included.
     tries: Arc<AtomicU32>,
+    passed: Arc<OnceLock<Passed>>,
 }
 
 impl UpstreamTrace {
+    /// The request got through the route's policy: its rate limits if `rate_limit`, and the
+    /// authentication `method` that accepted it. Recorded once, at the first try, as events of
+    /// the server span.
+    pub fn policy_passed(&self, rate_limit: bool, authentication: Option<&'static str>) {
+        if rate_limit || authentication.is_some() {
+            let _ = self.passed.set(Passed {
+                time: SystemTime::now(),
+                rate_limit,
+                authentication,
+            });
+        }
+    }
+
     /// Starts the client span of one try.
     pub fn client_span(&self, method: &Method) -> ClientSpan {
         let resends = self.tries.fetch_add(1, Ordering::Relaxed);
