@@ -105,7 +105,7 @@ impl Receiver {
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .unwrap();
-        config.alpn_protocols = vec![b"h2".to_vec()];
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Self::start_with(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))).await
     }
 
@@ -742,7 +742,7 @@ async fn spans_still_queued_are_sent_on_shutdown() {
 }
 
 #[tokio::test]
-async fn grpc_export_to_a_collector_behind_tls() {
+async fn export_to_a_collector_behind_tls() {
     let (cert, key, _) = certificate(&["localhost"]);
     let receiver = Receiver::start_tls(&cert, &key).await;
     let m = Manifests::new();
@@ -754,21 +754,23 @@ async fn grpc_export_to_a_collector_behind_tls() {
     let ca = ca.to_str().unwrap();
     let mut env = FAST_EXPORT.to_vec();
     env.push(("SSL_CERT_FILE", ca));
-    let proxy = Proxy::start_with_env(
-        &m.dir,
-        &["--otlp-endpoint", &endpoint, "--otlp-protocol", "grpc"],
-        &env,
-    )
-    .await;
-    let r = get_with(&proxy, "shop.test", "/api/tls", &[]).await;
-    assert_eq!(r.status, 200);
-    let (trace, _) = upstream_traceparent(&r);
-    let spans = receiver
-        .wait_for("spans over TLS", |spans| {
-            spans.iter().filter(|s| s.trace_id() == trace).count() >= 2
-        })
+    for protocol in ["grpc", "http"] {
+        let proxy = Proxy::start_with_env(
+            &m.dir,
+            &["--otlp-endpoint", &endpoint, "--otlp-protocol", protocol],
+            &env,
+        )
         .await;
-    assert_eq!(server_span(&spans, &trace).transport, "grpc");
+        let r = get_with(&proxy, "shop.test", "/api/tls", &[]).await;
+        assert_eq!(r.status, 200);
+        let (trace, _) = upstream_traceparent(&r);
+        let spans = receiver
+            .wait_for("spans over TLS", |spans| {
+                spans.iter().filter(|s| s.trace_id() == trace).count() >= 2
+            })
+            .await;
+        assert_eq!(server_span(&spans, &trace).transport, protocol);
+    }
 }
 
 #[tokio::test]

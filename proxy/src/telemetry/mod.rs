@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use opentelemetry::KeyValue;
-use opentelemetry_otlp::{WithExportConfig as _, WithTonicConfig as _};
+use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _, WithTonicConfig as _};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use portico_api::Route;
@@ -125,11 +125,6 @@ impl Settings {
                 if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
                     return Err(format!(
                         "invalid OTLP endpoint `{endpoint}`: expected http://HOST:PORT or https://HOST:PORT"
-                    ));
-                }
-                if protocol == OtlpProtocol::Http && uri.scheme_str() == Some("https") {
-                    return Err(format!(
-                        "OTLP endpoint `{endpoint}`: HTTP/protobuf export is plain http://; for TLS use --otlp-protocol grpc with the https:// endpoint"
                     ));
                 }
                 let (ratio, parent_based) = sampler(cli.trace_sampling, &env)?;
@@ -332,6 +327,7 @@ fn start_tracing(
             .with_http()
             .with_endpoint(&settings.endpoint)
             .with_timeout(settings.batch.timeout)
+            .with_http_client(https_client(settings.batch.timeout))
             .build(),
     }
     .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
@@ -365,6 +361,35 @@ fn start_tracing(
         .with_resource(resource)
         .build();
     Ok((Tracing::new(provider, settings.trust_context), flusher))
+}
+
+/// The HTTP/protobuf exporter's client: HTTP/1.1, plain or TLS verified against the system's
+/// CAs (`SSL_CERT_FILE` and `SSL_CERT_DIR` are honoured).
+fn https_client(
+    timeout: Duration,
+) -> opentelemetry_http::hyper::HyperClient<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+> {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for e in &native.errors {
+        ::tracing::warn!(error = %e, "reading system root certificates");
+    }
+    roots.add_parsable_certificates(native.certs);
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("the aws-lc-rs provider supports the default protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    opentelemetry_http::hyper::HyperClient::new(https, timeout, None)
 }
 
 /// Sends the spans and access log lines still queued, waiting at most `timeout`.
@@ -694,8 +719,6 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("http/json"), "{e}");
-        let e = resolve(&["--otlp-endpoint", "https://collector:4318"], &[]).unwrap_err();
-        assert!(e.contains("--otlp-protocol grpc"), "{e}");
     }
 
     #[test]
