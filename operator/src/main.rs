@@ -1,3 +1,6 @@
-//! The Portico operator. Cluster mode lands with the operator issue; today it translates a manifests
-//! directory once and prints the result, which is what the operator will publish.
-fn main() {}
+//! The Portico operator: watches the cluster (or, for development, a manifests directory),
+//! translates, and streams each IngressClass's snapshot to its proxies. See `lib.rs`.
+
+fn main() -> std::process::ExitCode {
+    portico_operator::main()
+}

@@ -18,6 +18,14 @@ translates them into a routing snapshot and serves it. The directory is watched:
 within a second, without dropping a connection. A file that stops parsing keeps its last good \
 contents until it is fixed.
 
+In cluster mode (--control-plane) the proxy holds no Kubernetes credentials: it follows the \
+snapshot of one IngressClass (--class) streamed by the Portico operator over HTTP/2 and TLS, \
+trusting only the CA in --control-plane-ca and presenting the ServiceAccount token in \
+--token-file (audience portico.dev); both files are re-read on every reconnect, as a projected \
+token rotates. Changes arrive as they happen; endpoint changes arrive as small deltas. The proxy \
+turns ready with its first snapshot, and when it loses the operator it keeps serving the last \
+one and reconnects with backoff.
+
 Requests are routed by host and path as the Ingress specification says (exact hosts, then \
 one-label wildcards, then rules without a host; Exact paths, then the longest Prefix), to pooled \
 keep-alive connections to the ready endpoints of the backend Service (HTTP/1.1, h2c or TLS). \
@@ -55,6 +63,13 @@ Examples:
   Pick free ports (the bound addresses are logged as `listening http=.. https=.. admin=..`):
     portico-proxy --manifests ./m --http 127.0.0.1:0 --https 127.0.0.1:0 --admin 127.0.0.1:0
 
+  Follow the class `portico` from an operator (defaults fit a pod with projected token and CA):
+    portico-proxy --control-plane https://portico-operator.portico-system.svc:8443 --class portico
+
+  The same outside a cluster, against `portico-operator --manifests DIR --tls-dir D`:
+    portico-proxy --control-plane https://127.0.0.1:8443 --class portico \\
+      --control-plane-ca D/ca.crt --token-file ./token
+
   The same through the environment:
     PORTICO_MANIFESTS=./m PORTICO_WORKERS=1 portico-proxy
 
@@ -84,19 +99,44 @@ pub struct Cli {
     )]
     pub manifests: Option<PathBuf>,
 
-    /// Fetch snapshots from a Portico operator instead of a manifests directory (not yet
-    /// available).
+    /// Follow snapshots streamed by the Portico operator at this https:// URL instead of
+    /// reading a manifests directory. Requires --class.
     #[arg(
         long,
         env = "PORTICO_CONTROL_PLANE",
         value_name = "URL",
-        conflicts_with = "manifests"
+        conflicts_with = "manifests",
+        requires = "class"
     )]
     pub control_plane: Option<String>,
 
-    /// Serve only this IngressClass. Without it, every Portico class is served together.
+    /// Serve only this IngressClass. Without it (standalone mode only), every Portico class is
+    /// served together.
     #[arg(long, env = "PORTICO_CLASS", value_name = "NAME")]
     pub class: Option<String>,
+
+    /// CA certificate (PEM) that signed the operator's serving certificate.
+    #[arg(
+        long,
+        env = "PORTICO_CONTROL_PLANE_CA",
+        value_name = "FILE",
+        default_value = "/var/run/secrets/portico.dev/ca/ca.crt"
+    )]
+    pub control_plane_ca: PathBuf,
+
+    /// File holding the ServiceAccount token presented to the operator (audience
+    /// portico.dev).
+    #[arg(
+        long,
+        env = "PORTICO_TOKEN_FILE",
+        value_name = "FILE",
+        default_value = "/var/run/secrets/portico.dev/token/token"
+    )]
+    pub token_file: PathBuf,
+
+    /// This proxy's name in the operator's reports. Default: the host name.
+    #[arg(long, env = "PORTICO_POD_NAME", value_name = "NAME")]
+    pub pod_name: Option<String>,
 
     /// Address of the plain HTTP listener (HTTP/1.1 and h2c with prior knowledge).
     #[arg(
@@ -302,6 +342,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+    use std::path::Path;
 
     #[test]
     fn durations() {
@@ -326,6 +367,17 @@ mod tests {
         assert_eq!(cli.admin.to_string(), "127.0.0.1:9901");
         assert_eq!(cli.drain_timeout, Duration::from_secs(30));
         assert!(Cli::try_parse_from(["portico-proxy"]).is_err());
+        let cp = ["portico-proxy", "--control-plane", "https://op:8443"];
+        assert!(Cli::try_parse_from(cp).is_err(), "--class is required");
+        let cli = Cli::try_parse_from([&cp[..], &["--class", "web"]].concat()).unwrap();
+        assert_eq!(
+            cli.token_file,
+            Path::new("/var/run/secrets/portico.dev/token/token")
+        );
+        assert_eq!(
+            cli.control_plane_ca,
+            Path::new("/var/run/secrets/portico.dev/ca/ca.crt")
+        );
         assert!(
             Cli::try_parse_from(["portico-proxy", "--manifests", "/m", "--workers", "0"]).is_err()
         );

@@ -165,7 +165,13 @@ async fn run(cli: Cli) -> Result<(), RunError> {
         .map_err(telemetry::TelemetryError::Invalid)?;
     telemetry::init(&settings, &state.metrics)?;
     let source: Box<dyn SnapshotSource> = match (&cli.control_plane, &cli.manifests) {
-        (Some(url), _) => Box::new(ControlPlaneSource { url: url.clone() }),
+        (Some(url), _) => Box::new(ControlPlaneSource {
+            url: url.clone(),
+            class: cli.class.clone().unwrap_or_default(),
+            ca_file: cli.control_plane_ca.clone(),
+            token_file: cli.token_file.clone(),
+            proxy_id: cli.pod_name.clone().unwrap_or_else(source::host_name),
+        }),
         (None, Some(dir)) => Box::new(ManifestsSource {
             dir: dir.clone(),
             class: cli.class.clone(),

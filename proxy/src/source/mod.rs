@@ -1,4 +1,4 @@
-//! Where snapshots come from: a manifests directory (standalone mode) or, later, the operator.
+//! Where snapshots come from: a manifests directory (standalone mode) or the operator.
 //!
 //! A source runs on its own thread or task and hands each new snapshot to [`State::apply`].
 //! Translation never runs on the serving threads.
@@ -8,7 +8,7 @@ mod manifests;
 
 use std::sync::Arc;
 
-pub use control_plane::ControlPlaneSource;
+pub use control_plane::{ControlPlaneSource, host_name};
 pub use manifests::ManifestsSource;
 
 use crate::state::State;
@@ -16,8 +16,8 @@ use crate::state::State;
 /// Why a source could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    #[error("{0}")]
-    Unavailable(&'static str),
+    #[error("invalid control plane settings: {0}")]
+    ControlPlane(String),
     #[error("cannot read the manifests directory {dir}: {source}")]
     Directory {
         dir: String,

@@ -1,0 +1,152 @@
+//! Prometheus metrics. Labels are bounded: object kinds only, no names or classes.
+
+use portico_distribute::server::Hub;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: &'static str,
+}
+
+/// Every metric the operator exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Watch events applied to the index, by kind.
+    pub watch_events: Family<KindLabel, Counter>,
+    /// Objects skipped because they did not decode, by kind.
+    pub decode_errors: Family<KindLabel, Counter>,
+    /// Watch stream errors (each retried with backoff), by kind.
+    pub watch_errors: Family<KindLabel, Counter>,
+    /// Translations run.
+    pub translations: Counter,
+    /// Seconds per translation.
+    pub translation_duration: Histogram,
+    /// Classes with a published snapshot.
+    pub classes: Gauge,
+    /// Proxies with an open snapshot stream.
+    pub proxies_connected: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FrameKind {
+    kind: &'static str,
+}
+
+/// Reads the hub's counters at scrape time.
+#[derive(Debug)]
+struct SentCollector(Hub);
+
+impl Collector for SentCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let sent = self.0.sent();
+        for (name, help, full, backends) in [
+            (
+                "snapshot_frames_sent",
+                "Snapshot frames sent to proxies, by kind (full or backends delta)",
+                sent.full_frames,
+                sent.delta_frames,
+            ),
+            (
+                "snapshot_bytes_sent",
+                "Snapshot bytes sent to proxies, by kind (full or backends delta)",
+                sent.full_bytes,
+                sent.delta_bytes,
+            ),
+        ] {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (kind, value) in [("full", full), ("backends", backends)] {
+                ConstCounter::new(value).encode(family.encode_family(&FrameKind { kind })?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Metrics {
+    /// Registers every metric under the `portico_operator` prefix, with the frames and bytes
+    /// `hub` sends.
+    pub fn with_hub(hub: Hub) -> Self {
+        let mut metrics = Self::new();
+        metrics
+            .registry
+            .register_collector(Box::new(SentCollector(hub)));
+        metrics
+    }
+
+    /// Registers every metric under the `portico_operator` prefix.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("portico_operator");
+        let watch_events = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "watch_events",
+            "Watch events applied to the index, by kind",
+            watch_events.clone(),
+        );
+        let decode_errors = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "decode_errors",
+            "Objects skipped because they did not decode, by kind",
+            decode_errors.clone(),
+        );
+        let watch_errors = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "watch_errors",
+            "Watch stream errors, retried with backoff, by kind",
+            watch_errors.clone(),
+        );
+        let translations = Counter::default();
+        registry.register("translations", "Translations run", translations.clone());
+        let translation_duration =
+            Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]);
+        registry.register(
+            "translation_duration_seconds",
+            "Seconds per translation",
+            translation_duration.clone(),
+        );
+        let classes = Gauge::default();
+        registry.register(
+            "classes",
+            "IngressClasses with a published snapshot",
+            classes.clone(),
+        );
+        let proxies_connected = Gauge::default();
+        registry.register(
+            "proxies_connected",
+            "Proxies with an open snapshot stream",
+            proxies_connected.clone(),
+        );
+        Self {
+            registry,
+            watch_events,
+            decode_errors,
+            watch_errors,
+            translations,
+            translation_duration,
+            classes,
+            proxies_connected,
+        }
+    }
+
+    /// The OpenMetrics text.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,448 @@
+//! The real operator (development mode) and the real proxy (cluster mode) as processes on
+//! 127.0.0.1: routing through the proxy follows the operator's manifests live, survives the
+//! operator's death, and resumes when it comes back.
+
+use std::convert::Infallible;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+const TOKEN: &str = "dev-token-for-tests";
+const WAIT: Duration = Duration::from_secs(20);
+
+// ---------------------------------------------------------------- files
+
+/// A temporary directory with `manifests/`, `tls/` and a token file; removed on drop.
+struct Workspace {
+    root: PathBuf,
+}
+
+impl Workspace {
+    fn new(name: &str) -> Self {
+        let root =
+            std::env::temp_dir().join(format!("portico-operator-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("manifests")).unwrap();
+        std::fs::write(root.join("token"), format!("{TOKEN}\n")).unwrap();
+        Self { root }
+    }
+
+    fn manifests(&self) -> PathBuf {
+        self.root.join("manifests")
+    }
+
+    fn tls(&self) -> PathBuf {
+        self.root.join("tls")
+    }
+
+    fn token(&self) -> PathBuf {
+        self.root.join("token")
+    }
+
+    /// Writes a manifest atomically, as editors and kubectl do.
+    fn write(&self, name: &str, text: &str) {
+        let tmp = self.manifests().join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, self.manifests().join(name)).unwrap();
+    }
+}
+
+impl Drop for Workspace {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+const CLASS: &str = "apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata: {name: portico}
+spec: {controller: portico.dev/ingress-controller}
+";
+
+/// Service `web` (port 80) whose one endpoint is 127.0.0.1:`port`.
+fn service(port: u16) -> String {
+    format!(
+        "apiVersion: v1
+kind: Service
+metadata: {{name: web}}
+spec: {{ports: [{{name: http, port: 80}}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: web-1, labels: {{kubernetes.io/service-name: web}}}}
+addressType: IPv4
+ports: [{{name: http, port: {port}}}]
+endpoints: [{{addresses: [127.0.0.1], conditions: {{ready: true}}}}]
+"
+    )
+}
+
+/// Ingress `name` routing everything for `host` to `web`.
+fn ingress(name: &str, host: &str) -> String {
+    format!(
+        "apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {{name: {name}}}
+spec:
+  ingressClassName: portico
+  rules:
+  - host: {host}
+    http:
+      paths:
+      - {{path: /, pathType: Prefix, backend: {{service: {{name: web, port: {{number: 80}}}}}}}}
+"
+    )
+}
+
+// ---------------------------------------------------------------- backends
+
+/// An HTTP/1.1 upstream answering every request with its name.
+struct Backend {
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Backend {
+    async fn start(name: &'static str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let service =
+                        service_fn(move |_req: Request<hyper::body::Incoming>| async move {
+                            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(name))))
+                        });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self { addr, task }
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+// ---------------------------------------------------------------- processes
+
+/// A child process killed on drop, its stderr collected, its `listening ...` line parsed.
+struct Process {
+    name: &'static str,
+    child: Child,
+    listening: String,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Process {
+    fn spawn(name: &'static str, mut command: Command) -> Self {
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{name} starts: {e}"));
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let lines = log.clone();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if std::env::var_os("PORTICO_TEST_LOG").is_some() {
+                    eprintln!("{name}: {line}");
+                }
+                if line.contains("listening ")
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(line.clone());
+                }
+                lines.lock().unwrap().push(line);
+            }
+        });
+        let listening = match rx.recv_timeout(WAIT) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "{name} did not log its addresses; its log:\n{}",
+                    log.lock().unwrap().join("\n")
+                );
+            }
+        };
+        Self {
+            name,
+            child,
+            listening,
+            log,
+        }
+    }
+
+    /// The address logged as `key=ADDR`.
+    fn addr(&self, key: &str) -> SocketAddr {
+        let line = &self.listening;
+        let start = line.find(&format!("{key}=")).unwrap() + key.len() + 1;
+        line[start..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .trim_end_matches('"')
+            .parse()
+            .unwrap()
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("--- {} log ---\n{}", self.name, self.log());
+        }
+    }
+}
+
+/// The proxy binary, built once (it belongs to another package of the workspace).
+fn proxy_binary() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let operator = Path::new(env!("CARGO_BIN_EXE_portico-operator"));
+            let mut cargo = Command::new(env!("CARGO"));
+            cargo.args([
+                "build",
+                "-q",
+                "-p",
+                "portico-proxy",
+                "--bin",
+                "portico-proxy",
+            ]);
+            // The variables cargo set for this test would look like a changed environment to
+            // build scripts, and rebuild dependencies for nothing.
+            for (key, _) in std::env::vars_os() {
+                let key = key.to_string_lossy();
+                if (key.starts_with("CARGO_") && key != "CARGO_HOME" && key != "CARGO_TARGET_DIR")
+                    || key == "OUT_DIR"
+                {
+                    cargo.env_remove(&*key);
+                }
+            }
+            let status = cargo.status().expect("cargo runs");
+            assert!(status.success(), "the proxy builds");
+            operator.with_file_name("portico-proxy")
+        })
+        .clone()
+}
+
+fn start_operator(ws: &Workspace, listen: &str) -> Process {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_portico-operator"));
+    command
+        .arg("--manifests")
+        .arg(ws.manifests())
+        .arg("--static-token-file")
+        .arg(ws.token())
+        .arg("--tls-dir")
+        .arg(ws.tls())
+        .args(["--listen", listen, "--admin", "127.0.0.1:0"])
+        .args(["--batch-delay", "20ms", "--ping-interval", "1s"]);
+    Process::spawn("operator", command)
+}
+
+fn start_proxy(ws: &Workspace, operator: SocketAddr) -> Process {
+    let mut command = Command::new(proxy_binary());
+    command
+        .args(["--control-plane", &format!("https://{operator}")])
+        .args(["--class", "portico", "--pod-name", "proxy-test"])
+        .arg("--control-plane-ca")
+        .arg(ws.tls().join("ca.crt"))
+        .arg("--token-file")
+        .arg(ws.token())
+        .args(["--http", "127.0.0.1:0", "--https", "127.0.0.1:0"])
+        .args(["--admin", "127.0.0.1:0", "--workers", "1"]);
+    Process::spawn("proxy", command)
+}
+
+// ---------------------------------------------------------------- clients
+
+fn client() -> Client<HttpConnector, Empty<Bytes>> {
+    Client::builder(TokioExecutor::new()).build(HttpConnector::new())
+}
+
+/// Status and body of `GET http://addr{path}` with `Host: host`, or `None` when the request
+/// failed.
+async fn get(addr: SocketAddr, host: &str, path: &str) -> Option<(u16, String)> {
+    let request = Request::get(format!("http://{addr}{path}"))
+        .header("host", host)
+        .body(Empty::new())
+        .unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(5), client().request(request))
+        .await
+        .ok()?
+        .ok()?;
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.ok()?.to_bytes();
+    Some((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// Polls `GET host/` through the proxy until it answers 200 with `body`.
+async fn until_routed(proxy: &Process, host: &str, body: &str) {
+    let http = proxy.addr("http");
+    let deadline = Instant::now() + WAIT;
+    let mut last = None;
+    while Instant::now() < deadline {
+        last = get(http, host, "/").await;
+        if last.as_ref().is_some_and(|(s, b)| *s == 200 && b == body) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{host} never answered {body:?}; last answer {last:?}");
+}
+
+async fn until_ready(process: &Process) {
+    let admin = process.addr("admin");
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline {
+        if get(admin, "admin", "/readyz")
+            .await
+            .is_some_and(|(s, _)| s == 200)
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{} not ready in time", process.name);
+}
+
+// ---------------------------------------------------------------- the test
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_follows_the_operator_live_and_survives_its_restart() {
+    let ws = Workspace::new("distribution");
+    let a = Backend::start("backend-a").await;
+    let b = Backend::start("backend-b").await;
+    ws.write("00-class.yaml", CLASS);
+    ws.write("10-web.yaml", &service(a.addr.port()));
+    ws.write("20-shop.yaml", &ingress("shop", "shop.example"));
+
+    let mut operator = start_operator(&ws, "127.0.0.1:0");
+    let listen = operator.addr("distribution");
+    until_ready(&operator).await;
+    let proxy = start_proxy(&ws, listen);
+    until_ready(&proxy).await;
+    until_routed(&proxy, "shop.example", "backend-a").await;
+    assert_eq!(
+        get(proxy.addr("http"), "unknown.example", "/")
+            .await
+            .map(|r| r.0),
+        Some(404)
+    );
+
+    // Endpoints move (a backend delta on the wire), then a new Ingress (a full snapshot).
+    ws.write("10-web.yaml", &service(b.addr.port()));
+    until_routed(&proxy, "shop.example", "backend-b").await;
+    ws.write("30-blog.yaml", &ingress("blog", "blog.example"));
+    until_routed(&proxy, "blog.example", "backend-b").await;
+
+    // The operator dies: the proxy keeps serving what it has, and stays ready.
+    operator.kill();
+    for host in ["shop.example", "blog.example"] {
+        assert_eq!(
+            get(proxy.addr("http"), host, "/").await,
+            Some((200, "backend-b".to_owned()))
+        );
+    }
+    until_ready(&proxy).await;
+
+    // A change made while it is down reaches the proxy once it is back on the same address,
+    // with the same certificates (kept in --tls-dir) and a new epoch.
+    ws.write("10-web.yaml", &service(a.addr.port()));
+    let operator = start_operator(&ws, &listen.to_string());
+    assert_eq!(operator.addr("distribution"), listen);
+    until_routed(&proxy, "shop.example", "backend-a").await;
+    until_routed(&proxy, "blog.example", "backend-a").await;
+
+    // And it is followed live again.
+    std::fs::remove_file(ws.manifests().join("30-blog.yaml")).unwrap();
+    let deadline = Instant::now() + WAIT;
+    while get(proxy.addr("http"), "blog.example", "/")
+        .await
+        .map(|r| r.0)
+        != Some(404)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the removed Ingress is still routed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        get(proxy.addr("http"), "shop.example", "/").await,
+        Some((200, "backend-a".to_owned()))
+    );
+
+    // Endpoints move again: this time a backends delta on the wire.
+    ws.write("10-web.yaml", &service(b.addr.port()));
+    until_routed(&proxy, "shop.example", "backend-b").await;
+
+    // The operator counts the proxy as connected, and what it sent it since its restart: the
+    // snapshot in full on reconnection, again in full when an Ingress went, then a delta.
+    let metrics = get(operator.addr("admin"), "admin", "/metrics")
+        .await
+        .unwrap()
+        .1;
+    for line in [
+        "portico_operator_proxies_connected 1",
+        "portico_operator_snapshot_frames_sent_total{kind=\"full\"} 2",
+        "portico_operator_snapshot_frames_sent_total{kind=\"backends\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from {metrics}");
+    }
+}
+
+#[tokio::test]
+async fn a_proxy_with_a_wrong_token_gets_nothing_and_stays_unready() {
+    let ws = Workspace::new("wrong-token");
+    ws.write("00-class.yaml", CLASS);
+    let operator = start_operator(&ws, "127.0.0.1:0");
+    until_ready(&operator).await;
+    std::fs::write(ws.token(), "not-the-token").unwrap();
+    let proxy = start_proxy(&ws, operator.addr("distribution"));
+    let deadline = Instant::now() + WAIT;
+    while !proxy.log().contains("401") {
+        assert!(Instant::now() < deadline, "the refusal is not logged");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        get(proxy.addr("admin"), "admin", "/readyz")
+            .await
+            .map(|r| r.0),
+        Some(503)
+    );
+}
