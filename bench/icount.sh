@@ -77,7 +77,7 @@ start() {
   shift
   if [ "$who" = portico ]; then
     taskset -c 0 "$@" "$BIN/portico-proxy" --manifests "$WORK/manifests" --workers 1 \
-      --http $PROXY --https 127.0.0.1:18543 --admin 127.0.0.1:19911 --log-level warn >"$WORK/$who.log" 2>&1 &
+      --http $PROXY --https 127.0.0.1:18543 --admin 127.0.0.1:19911 --log-level warn --access-log off >"$WORK/$who.log" 2>&1 &
   else
     taskset -c 0 "$@" nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" >"$WORK/$who.log" 2>&1 &
   fi

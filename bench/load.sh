@@ -211,7 +211,7 @@ pids+=($!)
 # start_portico NAME DIR HTTP HTTPS ADMIN: sets STARTED_PID; log in $WORK/NAME.log.
 start_portico() {
   taskset -c $PROXY_CORE "$BIN/portico-proxy" --manifests "$2" --workers 1 \
-    --http "$3" --https "$4" --admin "$5" --drain-timeout 1s >"$WORK/$1.log" 2>&1 &
+    --http "$3" --https "$4" --admin "$5" --drain-timeout 1s --access-log off >"$WORK/$1.log" 2>&1 &
   STARTED_PID=$!
   pids+=("$STARTED_PID")
 }

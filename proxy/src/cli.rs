@@ -46,7 +46,11 @@ On SIGTERM or SIGINT the proxy turns unready, closes its listeners, lets in-flig
 for up to --drain-timeout, closes upgraded connections (WebSockets) at that deadline and exits 0.
 
 The admin listener serves /healthz, /readyz, /metrics (Prometheus), /config (JSON summary of \
-the routes in force) and /status (what the translator reported of each Ingress and IngressPolicy).";
+the routes in force) and /status (what the translator reported of each Ingress and IngressPolicy).
+
+Every request is written to the access log on stdout (--access-log) and, with --otlp-endpoint or \
+OTEL_EXPORTER_OTLP_ENDPOINT, traced: a server span per request and a client span per upstream try, \
+exported over OTLP (gRPC or HTTP/protobuf) in batches that never hold a request up.";
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -68,6 +72,10 @@ Examples:
 
   The same through the environment:
     PORTICO_MANIFESTS=./m PORTICO_WORKERS=1 portico-proxy
+
+  Send 10% of new traces to Jaeger over OTLP/gRPC, text access logs:
+    portico-proxy --manifests ./m --otlp-endpoint http://jaeger:4317 --otlp-protocol grpc \\
+      --trace-sampling 0.1 --access-log text
 
 Durations are written like 30s, 500ms, 2m or 1h; a bare number means seconds.";
 
@@ -240,6 +248,63 @@ pub struct Cli {
     /// How long an upstream HTTP/1.1 connection may stay idle in the pool before it is closed.
     #[arg(long, env = "PORTICO_UPSTREAM_IDLE_TIMEOUT", value_name = "DURATION", default_value = "60s", value_parser = parse_duration, hide = true)]
     pub upstream_idle_timeout: Duration,
+
+    /// OTLP collector to send traces to, such as `http://jaeger:4318` (HTTP) or
+    /// `http://otel-collector:4317` (gRPC). Without it (and without OTEL_EXPORTER_OTLP_ENDPOINT)
+    /// tracing is off. For HTTP, `/v1/traces` is appended unless the URL has a path.
+    #[arg(long, env = "PORTICO_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+
+    /// OTLP transport. Default: OTEL_EXPORTER_OTLP_PROTOCOL, else http.
+    #[arg(long, env = "PORTICO_OTLP_PROTOCOL", value_name = "PROTOCOL")]
+    pub otlp_protocol: Option<OtlpProtocol>,
+
+    /// Fraction of new traces to record (0 to 1); requests whose trusted parent was sampled are
+    /// always recorded. Default: OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG, else 1.
+    #[arg(long, env = "PORTICO_TRACE_SAMPLING", value_name = "RATIO", value_parser = parse_ratio)]
+    pub trace_sampling: Option<f64>,
+
+    /// Continue the trace of an incoming `traceparent`/`tracestate` instead of starting a new
+    /// trace for every request (trust it only when clients are your own services).
+    #[arg(long, env = "PORTICO_TRUST_TRACE_CONTEXT")]
+    pub trust_trace_context: bool,
+
+    /// Access log on stdout: one line per request.
+    #[arg(
+        long,
+        env = "PORTICO_ACCESS_LOG",
+        value_name = "FORMAT",
+        default_value = "json"
+    )]
+    pub access_log: AccessLogFormat,
+}
+
+/// OTLP transports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OtlpProtocol {
+    /// OTLP over gRPC (port 4317 by convention).
+    Grpc,
+    /// OTLP over HTTP with protobuf bodies (port 4318 by convention).
+    Http,
+}
+
+/// Access log formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AccessLogFormat {
+    /// One JSON object per line.
+    Json,
+    /// One human-readable line per request.
+    Text,
+    /// No access log.
+    Off,
+}
+
+/// Parses a sampling ratio between 0 and 1.
+pub fn parse_ratio(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!("`{s}` is not a ratio between 0 and 1 (try 0.1)")),
+    }
 }
 
 /// Log line formats.
@@ -316,5 +381,16 @@ mod tests {
         assert!(
             Cli::try_parse_from(["portico-proxy", "--manifests", "/m", "--workers", "0"]).is_err()
         );
+        assert_eq!(cli.access_log, AccessLogFormat::Json);
+        assert!(cli.otlp_endpoint.is_none() && !cli.trust_trace_context);
+    }
+
+    #[test]
+    fn ratios() {
+        assert_eq!(parse_ratio("0.25").unwrap(), 0.25);
+        assert_eq!(parse_ratio("1").unwrap(), 1.0);
+        assert!(parse_ratio("1.5").is_err());
+        assert!(parse_ratio("-0.1").is_err());
+        assert!(parse_ratio("half").is_err());
     }
 }

@@ -2,7 +2,10 @@
 //! the request to the route's stack, which forwards it upstream.
 //!
 //! Each route's handler is a `tower::Service` built once per snapshot ([`route_stack`]): the
-//! forwarder wrapped in the layers of the route's IngressPolicy (see [`crate::policy`]).
+//! forwarder wrapped in the layers of the route's IngressPolicy (see [`crate::policy`]), with the
+//! route's metric handles and trace attributes beside it. Each request is counted in its route's
+//! metrics and, when traces or the access log are on, traced and logged (see
+//! [`crate::telemetry`]).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -10,7 +13,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use http::uri::PathAndQuery;
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
@@ -21,9 +24,15 @@ use tower::ServiceExt;
 use crate::body::ProxyBody;
 use crate::error::{ProxyError, Result};
 use crate::hygiene::{self, ConnInfo};
+use crate::metrics::{ActiveStreams, Metrics};
 use crate::path::{match_path, normalize_path};
+use crate::policy::auth::{AuthMethod, Identity};
 use crate::policy::{self, Client, PolicyEnv, Req, Svc};
 use crate::state::State;
+use crate::telemetry::{
+    self, Entry, Finish, Observe, RequestHead, ResponseBody, RouteTelemetry, ServerSpan,
+    UpstreamInfo,
+};
 use crate::upstream::{Backend, RequestBody};
 
 /// The handler of one route: a boxed, cloneable service built once per snapshot.
@@ -33,6 +42,8 @@ pub struct RouteStack {
     service: Svc,
     /// The route has policy layers, which read the request's [`Client`].
     has_policy: bool,
+    /// Metric handles and trace attributes of the route.
+    telemetry: Arc<RouteTelemetry>,
 }
 
 impl std::fmt::Debug for RouteStack {
@@ -48,16 +59,20 @@ impl RouteStack {
     }
 }
 
-/// Builds the stack of `route` against the snapshot's backends.
+/// Builds the stack of `route` against the snapshot's backends. `class` is the snapshot's
+/// IngressClass, a label of the route's metrics.
 pub fn route_stack(
     route: &Route,
     backends: &HashMap<&str, Arc<Backend>>,
     policy: &PolicyEnv,
     replicas: u32,
+    class: &str,
+    metrics: &Metrics,
 ) -> RouteStack {
     let forward = Svc::new(Forward {
         backend: backends.get(route.backend.as_str()).cloned(),
         backend_id: route.backend.as_str().into(),
+        rate_limited: route.policy.rate_limit.is_some(),
     });
     let has_policy = !route.policy.is_empty();
     let service = if has_policy {
@@ -70,6 +85,7 @@ pub fn route_stack(
         id: route.id.as_str().into(),
         service,
         has_policy,
+        telemetry: Arc::new(RouteTelemetry::new(route, class, metrics)),
     }
 }
 
@@ -79,6 +95,8 @@ struct Forward {
     /// `None` when the snapshot lacks the backend: 503.
     backend: Option<Arc<Backend>>,
     backend_id: Arc<str>,
+    /// The route has rate limits: a request that gets here passed them.
+    rate_limited: bool,
 }
 
 impl tower::Service<Req> for Forward {
@@ -91,6 +109,15 @@ impl tower::Service<Req> for Forward {
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
+        if let Some(Observe { trace: Some(trace) }) = req.extensions().get::<Observe>() {
+            let method = req.extensions().get::<Identity>().map(|i| match i.method {
+                AuthMethod::Basic => "basic",
+                AuthMethod::Jwt => "jwt",
+                AuthMethod::ApiKey => "apiKey",
+                AuthMethod::External => "external",
+            });
+            trace.policy_passed(self.rate_limited, method);
+        }
         match &self.backend {
             Some(backend) => {
                 let backend = backend.clone();
@@ -105,36 +132,155 @@ impl tower::Service<Req> for Forward {
 }
 
 /// Serves one request of a client connection. Never fails: errors become responses here.
+///
+/// The request is counted in its route's metrics at the response head. With traces or the
+/// access log on, its server span and log line are finished at the end of the response body.
 pub async fn handle(
     state: Arc<State>,
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
-) -> std::result::Result<Response<ProxyBody>, Infallible> {
+) -> std::result::Result<Response<ResponseBody>, Infallible> {
     let start = Instant::now();
     if let Some(timer) = &conn.head_timer {
         timer.head_received();
     }
-    let mut response = match proxy(&state, &conn, req).await {
-        Ok(response) => response,
-        Err(e) => e.into_response(),
+    let stream = ActiveStreams::start();
+    let Some(telemetry) = telemetry::get() else {
+        let mut route = None;
+        let result = proxy(&state, &conn, req, &mut route).await;
+        let response = respond(&state, route.as_deref(), result, start, None);
+        let response = watch_body(&conn, response);
+        return Ok(response.map(|body| ResponseBody::new(body, stream, None)));
     };
-    if let Some(timer) = &conn.head_timer {
-        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-            timer.upgraded();
-        } else {
-            response = response.map(|body| body.with_head_timer(timer.clone()));
-        }
-    }
-    state
-        .metrics
-        .record(response.status().as_u16(), start.elapsed().as_secs_f64());
-    Ok(response)
+    // Boxed: the plain path's future stays as small as it was without telemetry.
+    Box::pin(observed(&state, &conn, req, telemetry, start, stream)).await
 }
 
+/// [`handle`] with traces or the access log on.
+async fn observed(
+    state: &State,
+    conn: &Arc<ConnInfo>,
+    mut req: Request<Incoming>,
+    telemetry: &'static telemetry::Telemetry,
+    start: Instant,
+    stream: crate::metrics::StreamGuard,
+) -> std::result::Result<Response<ResponseBody>, Infallible> {
+    let time = SystemTime::now();
+    let method = req.method().clone();
+    let version = req.version();
+    let path: Box<str> = req.uri().path().into();
+    let host: Box<str> = match req.uri().authority() {
+        Some(authority) => authority.as_str().into(),
+        None => req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("")
+            .into(),
+    };
+    let client = hygiene::client_ip(req.headers(), conn, &state.trusted_proxies);
+    let mut span: Option<ServerSpan> = telemetry.tracing.as_ref().map(|tracing| {
+        tracing.server_span(&mut RequestHead {
+            method: &method,
+            path: &path,
+            host: &host,
+            version,
+            tls: conn.tls,
+            client,
+            headers: req.headers_mut(),
+        })
+    });
+    let trace_id = match &span {
+        Some(span) => span.trace_id(),
+        None => telemetry::incoming_trace_id(req.headers()),
+    };
+    req.extensions_mut().insert(Observe {
+        trace: span.as_ref().map(ServerSpan::upstream),
+    });
+    let mut route = None;
+    let result = proxy(state, conn, req, &mut route).await;
+    if let (Some(span), Some(route)) = (&mut span, &route) {
+        span.route(&method, route);
+    }
+    let error = result.as_ref().err().map(ProxyError::metric_label);
+    let response = respond(state, route.as_deref(), result, start, span.as_mut());
+    let upstream = response.extensions().get::<UpstreamInfo>().copied();
+    let entry = telemetry.access_log.as_ref().map(|_| Entry {
+        time,
+        client,
+        method,
+        host,
+        path,
+        version,
+        status: response.status().as_u16(),
+        route: route.as_ref().map(|r| r.id.clone()),
+        upstream: upstream.map(|u| u.endpoint),
+        upstream_time: upstream.map(|u| u.elapsed),
+        head_time: start.elapsed(),
+        trace_id,
+        error,
+    });
+    let finish = Box::new(Finish {
+        span,
+        entry,
+        start,
+        bytes: 0,
+    });
+    let response = watch_body(conn, response);
+    Ok(response.map(|body| ResponseBody::new(body, stream, Some(finish))))
+}
+
+/// Hands the connection's head timer to the response body, which tells it when the response is
+/// over; an upgraded connection has no next request head to time.
+fn watch_body(conn: &ConnInfo, response: Response<ProxyBody>) -> Response<ProxyBody> {
+    let Some(timer) = &conn.head_timer else {
+        return response;
+    };
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        timer.upgraded();
+        response
+    } else {
+        response.map(|body| body.with_head_timer(timer.clone()))
+    }
+}
+
+/// Turns the outcome into the response, and counts it in the route's metrics (or the
+/// unmatched ones).
+fn respond(
+    state: &State,
+    route: Option<&RouteTelemetry>,
+    result: Result<Response<ProxyBody>>,
+    start: Instant,
+    span: Option<&mut ServerSpan>,
+) -> Response<ProxyBody> {
+    let metrics = route.map_or(state.metrics.unmatched(), |r| &r.metrics);
+    let response = match result {
+        Ok(response) => {
+            if let Some(span) = span {
+                span.status(response.status().as_u16(), None);
+            }
+            response
+        }
+        Err(e) => {
+            if let Some(why) = telemetry::rejection(&e) {
+                metrics.reject(why);
+            }
+            if let Some(span) = span {
+                span.status(e.status().as_u16(), Some(&e));
+            }
+            e.into_response()
+        }
+    };
+    metrics.record(response.status().as_u16(), start.elapsed().as_secs_f64());
+    response
+}
+
+/// Routes and forwards a request. `matched` gets the telemetry of the route it matched.
 async fn proxy(
     state: &State,
     conn: &Arc<ConnInfo>,
     mut req: Request<Incoming>,
+    matched: &mut Option<Arc<RouteTelemetry>>,
 ) -> Result<Response<ProxyBody>> {
     let host = request_host(&req)?;
     let host_str = host
@@ -169,6 +315,14 @@ async fn proxy(
         }
         config.lookup(host_str, &match_path(&path))?.clone()
     };
+    tracing::trace!(route = stack.route_id(), "routed");
+    let RouteStack {
+        service,
+        has_policy,
+        telemetry,
+        ..
+    } = stack;
+    *matched = Some(telemetry);
     // The upstream gets the origin form: the normalised path and the original query.
     let rewrite = matches!(path, std::borrow::Cow::Owned(_))
         || req.uri().scheme().is_some()
@@ -182,7 +336,7 @@ async fn proxy(
         *req.uri_mut() = Uri::from(path_and_query);
     }
     // Policies see the client as it was before this hop is appended to X-Forwarded-For.
-    let client = stack.has_policy.then(|| Client {
+    let client = has_policy.then(|| Client {
         ip: hygiene::client_ip(req.headers(), conn, &state.trusted_proxies),
         conn: conn.clone(),
     });
@@ -192,12 +346,11 @@ async fn proxy(
         headers.insert(header::HOST, host.clone());
     }
     hygiene::prepare_request(headers, conn, &host, http11, state.hygiene);
-    tracing::trace!(route = stack.route_id(), "routed");
     let mut req: Req = req.map(RequestBody::Client);
     if let Some(client) = client {
         req.extensions_mut().insert(client);
     }
-    let mut response = stack.service.oneshot(req).await?;
+    let mut response = service.oneshot(req).await?;
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     hygiene::prepare_response(response.headers_mut(), switching);
     Ok(response)

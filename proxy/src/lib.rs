@@ -7,7 +7,8 @@
 //! ```
 //!
 //! `admin` serves health, readiness, metrics and the route summary; `error` is the one place
-//! failures become responses; `hygiene` owns the headers.
+//! failures become responses; `hygiene` owns the headers; `telemetry` has the traces (OTLP) and
+//! the access log.
 
 mod admin;
 mod body;
@@ -23,6 +24,7 @@ pub mod policy;
 mod proxy_protocol;
 mod source;
 mod state;
+mod telemetry;
 mod tls;
 mod upstream;
 
@@ -58,13 +60,17 @@ enum RunError {
     State(#[from] state::StateError),
     #[error("cannot install signal handlers: {0}")]
     Signal(#[source] std::io::Error),
+    #[error("telemetry: {0}")]
+    Telemetry(#[from] telemetry::TelemetryError),
 }
 
 impl RunError {
     /// 2 for a configuration the user must fix, 1 otherwise.
     fn exit_code(&self) -> u8 {
         match self {
-            Self::Source(_) | Self::State(state::StateError::Redis(_)) => 2,
+            Self::Source(_)
+            | Self::State(state::StateError::Redis(_))
+            | Self::Telemetry(telemetry::TelemetryError::Invalid(_)) => 2,
             _ => 1,
         }
     }
@@ -155,6 +161,9 @@ async fn run(cli: Cli) -> Result<(), RunError> {
         trusted_proxies: cli.trusted_proxies.clone(),
         redis_url: cli.redis_url.clone(),
     })?);
+    let settings = telemetry::Settings::resolve(&cli, |name| std::env::var(name).ok())
+        .map_err(telemetry::TelemetryError::Invalid)?;
+    telemetry::init(&settings, &state.metrics)?;
     let source: Box<dyn SnapshotSource> = match (&cli.control_plane, &cli.manifests) {
         (Some(url), _) => Box::new(ControlPlaneSource {
             url: url.clone(),
@@ -231,6 +240,7 @@ async fn run(cli: Cli) -> Result<(), RunError> {
         state.tunnels.close_all();
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    telemetry::flush(Duration::from_secs(2)).await;
     tracing::info!("drained; exiting");
     Ok(())
 }

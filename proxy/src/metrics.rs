@@ -1,28 +1,75 @@
-//! Prometheus metrics. Labels are bounded: status class only, no hosts, paths or routes.
+//! Prometheus metrics.
 //!
-//! The per-request counters are resolved once at start-up, so recording a request takes no
-//! lock and no lookup.
+//! Labels are bounded: they come from the snapshot's routes (IngressClass, Ingress, Service,
+//! IngressPolicy) and from fixed sets (status class, policy block), never from request data.
+//! Requests that match no route are counted under empty route labels.
+//!
+//! Recording takes no lookup: the handles of a route are resolved once per snapshot into its
+//! [`RouteMetrics`], and the process-wide ones are fields of [`Metrics`] (counters are atomics; a
+//! histogram takes its own short lock). When a snapshot is applied, the series of routes it no
+//! longer has are removed.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use std::collections::HashSet;
+use std::hash::Hash;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Request latency buckets, in seconds.
+const DURATION_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct StatusClass {
-    class: &'static str,
+struct RequestLabels {
+    ingress_class: Arc<str>,
+    namespace: Arc<str>,
+    ingress: Arc<str>,
+    service: Arc<str>,
+    status_class: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServiceLabels {
+    namespace: Arc<str>,
+    service: Arc<str>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RejectionLabels {
+    /// The IngressPolicy, `namespace/name`.
+    policy: Arc<str>,
+    /// The block that refused: `rateLimit`, `authentication`, `ipAccess`, ...
+    block: &'static str,
+}
+
+fn histogram() -> Histogram {
+    Histogram::new(DURATION_BUCKETS)
 }
 
 /// Every metric the proxy exports.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    /// Requests by status class, `1xx` to `5xx`.
-    by_class: [Counter; 5],
-    /// Seconds from request head to response head.
-    duration: Histogram,
+    requests: Family<RequestLabels, Counter>,
+    durations: Histograms,
+    /// Upstream latency by Service, resolved per backend by the upstreams.
+    pub upstream_durations: UpstreamDurations,
+    rejections: Family<RejectionLabels, Counter>,
+    /// The route series of the snapshot in force and of the one being built.
+    live: Mutex<(Live<RequestLabels>, Live<RejectionLabels>)>,
+    /// Requests that matched no route (404, 400, 421).
+    unmatched: RouteMetrics,
     /// Open client connections.
     pub active_connections: Gauge,
     /// Failed connection attempts to endpoints.
@@ -33,8 +80,15 @@ pub struct Metrics {
     pub snapshot_applies: Counter,
     /// Snapshots refused or failed to build.
     pub snapshot_errors: Counter,
+    snapshot_applied_at: SnapshotAge,
     /// Distributed rate-limit checks that fell back to local limits (Redis unreachable/slow).
     pub rate_limit_backend_errors: Counter,
+    /// Spans handed to the OTLP exporter and accepted by the collector.
+    pub spans_exported: Counter,
+    /// Spans lost: the export queue was full, or the collector failed or did not answer.
+    pub spans_dropped: Counter,
+    /// Access log lines lost because stdout could not keep up.
+    pub access_log_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -47,27 +101,43 @@ impl Metrics {
     /// Registers every metric under the `portico_proxy` prefix.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("portico_proxy");
-        let requests = Family::<StatusClass, Counter>::default();
+        let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "requests",
-            "Requests answered, by status class",
+            "Requests answered, by IngressClass, Ingress, Service and status class",
             requests.clone(),
         );
-        let by_class = ["1xx", "2xx", "3xx", "4xx", "5xx"]
-            .map(|class| requests.get_or_create(&StatusClass { class }).clone());
-        let duration = Histogram::new([
-            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-        ]);
+        let durations = Family::new_with_constructor(histogram as fn() -> Histogram);
         registry.register(
             "request_duration_seconds",
-            "Time from request head to response head",
-            duration.clone(),
+            "Time from request head to response head, by IngressClass, Ingress, Service and status class",
+            durations.clone(),
+        );
+        let upstream_durations = UpstreamDurations {
+            family: Family::new_with_constructor(histogram as fn() -> Histogram),
+            live: Arc::default(),
+        };
+        registry.register(
+            "upstream_response_duration_seconds",
+            "Time from choosing an endpoint to its response head, per try, by Service",
+            upstream_durations.family.clone(),
+        );
+        let rejections = Family::<RejectionLabels, Counter>::default();
+        registry.register(
+            "policy_rejections",
+            "Requests refused by an IngressPolicy block (rateLimit 429, authentication 401, ipAccess and clientCertificate 403)",
+            rejections.clone(),
         );
         let active_connections = Gauge::default();
         registry.register(
             "active_connections",
             "Open client connections",
             active_connections.clone(),
+        );
+        registry.register(
+            "active_streams",
+            "Requests in progress (HTTP/1.1 exchanges and HTTP/2 streams), until their response body ends",
+            ActiveStreams,
         );
         let upstream_connect_errors = Counter::default();
         registry.register(
@@ -80,6 +150,12 @@ impl Metrics {
             "snapshot_version",
             "Version of the snapshot in force",
             snapshot_version.clone(),
+        );
+        let snapshot_applied_at = SnapshotAge::default();
+        registry.register(
+            "snapshot_age_seconds",
+            "Seconds since the snapshot in force was applied (0 before the first)",
+            snapshot_applied_at.clone(),
         );
         let snapshot_applies = Counter::default();
         registry.register(
@@ -99,24 +175,125 @@ impl Metrics {
             "Distributed rate-limit checks decided locally because Redis did not answer",
             rate_limit_backend_errors.clone(),
         );
+        let spans_exported = Counter::default();
+        registry.register(
+            "trace_spans_exported",
+            "Spans accepted by the OTLP collector",
+            spans_exported.clone(),
+        );
+        let spans_dropped = Counter::default();
+        registry.register(
+            "trace_spans_dropped",
+            "Spans lost: export queue full, collector unreachable, failing or too slow",
+            spans_dropped.clone(),
+        );
+        let access_log_dropped = Counter::default();
+        registry.register(
+            "access_log_dropped",
+            "Access log lines lost because stdout could not keep up",
+            access_log_dropped.clone(),
+        );
+        let unmatched = route_metrics(&requests, &durations, &rejections, &RouteLabels::default());
         Self {
             registry,
-            by_class,
-            duration,
+            requests,
+            durations,
+            upstream_durations,
+            rejections,
+            live: Mutex::default(),
+            unmatched,
             active_connections,
             upstream_connect_errors,
             snapshot_version,
             snapshot_applies,
             snapshot_errors,
+            snapshot_applied_at,
             rate_limit_backend_errors,
+            spans_exported,
+            spans_dropped,
+            access_log_dropped,
         }
     }
 
-    /// Records one answered request.
-    pub fn record(&self, status: u16, seconds: f64) {
-        let class = usize::from(status / 100).clamp(1, 5) - 1;
-        self.by_class[class].inc();
-        self.duration.observe(seconds);
+    /// The handles of a route, resolved once per snapshot (before [`Metrics::snapshot_applied`]).
+    pub fn route(&self, labels: &RouteLabels) -> RouteMetrics {
+        let mut live = self.live.lock().unwrap();
+        for status_class in STATUS_CLASSES {
+            live.0.note(request_labels(labels, status_class));
+        }
+        for (block, policy) in &labels.policies {
+            live.1.note(RejectionLabels {
+                policy: policy.clone(),
+                block,
+            });
+        }
+        route_metrics(&self.requests, &self.durations, &self.rejections, labels)
+    }
+}
+
+fn request_labels(labels: &RouteLabels, status_class: &'static str) -> RequestLabels {
+    RequestLabels {
+        ingress_class: labels.ingress_class.clone(),
+        namespace: labels.namespace.clone(),
+        ingress: labels.ingress.clone(),
+        service: labels.service.clone(),
+        status_class,
+    }
+}
+
+type Histograms = Family<RequestLabels, Histogram, fn() -> Histogram>;
+
+fn route_metrics(
+    requests: &Family<RequestLabels, Counter>,
+    durations: &Histograms,
+    rejections: &Family<RejectionLabels, Counter>,
+    labels: &RouteLabels,
+) -> RouteMetrics {
+    let key = |status_class| request_labels(labels, status_class);
+    let rejection = |block: &'static str| {
+        let policy = labels.policies.iter().find(|(b, _)| *b == block)?;
+        Some(
+            rejections
+                .get_or_create(&RejectionLabels {
+                    policy: policy.1.clone(),
+                    block,
+                })
+                .clone(),
+        )
+    };
+    RouteMetrics {
+        requests: STATUS_CLASSES.map(|c| requests.get_or_create(&key(c)).clone()),
+        durations: STATUS_CLASSES.map(|c| durations.get_or_create(&key(c)).clone()),
+        rate_limited: rejection("rateLimit"),
+        unauthenticated: rejection("authentication"),
+        ip_denied: rejection("ipAccess"),
+        cert_denied: rejection("clientCertificate"),
+    }
+}
+
+impl Metrics {
+    /// Requests that matched no route.
+    pub fn unmatched(&self) -> &RouteMetrics {
+        &self.unmatched
+    }
+
+    /// Records that snapshot `version` is now in force.
+    /// The series of routes and Services the new snapshot no longer has are removed.
+    pub fn snapshot_applied(&self, version: u64) {
+        {
+            let mut live = self.live.lock().unwrap();
+            for gone in live.0.turn() {
+                self.requests.remove(&gone);
+                self.durations.remove(&gone);
+            }
+            for gone in live.1.turn() {
+                self.rejections.remove(&gone);
+            }
+        }
+        self.upstream_durations.turn();
+        self.snapshot_version.set(version as i64);
+        self.snapshot_applies.inc();
+        self.snapshot_applied_at.set_now();
     }
 
     /// The Prometheus text exposition.
@@ -128,22 +305,280 @@ impl Metrics {
     }
 }
 
+/// Upstream latency histograms by Service.
+#[derive(Debug, Clone)]
+pub struct UpstreamDurations {
+    family: Family<ServiceLabels, Histogram, fn() -> Histogram>,
+    live: Arc<Mutex<Live<ServiceLabels>>>,
+}
+
+impl UpstreamDurations {
+    /// The histogram of a Service, resolved once per snapshot.
+    pub fn service(&self, namespace: &str, service: &str) -> Histogram {
+        let key = ServiceLabels {
+            namespace: namespace.into(),
+            service: service.into(),
+        };
+        let histogram = self.family.get_or_create(&key).clone();
+        self.live.lock().unwrap().note(key);
+        histogram
+    }
+
+    fn turn(&self) {
+        for gone in self.live.lock().unwrap().turn() {
+            self.family.remove(&gone);
+        }
+    }
+}
+
+/// The label sets of the snapshot in force and of the one being built, so that series of
+/// routes that are gone can be removed rather than exported forever.
+#[derive(Debug)]
+struct Live<S> {
+    current: HashSet<S>,
+    next: HashSet<S>,
+}
+
+impl<S> Default for Live<S> {
+    fn default() -> Self {
+        Self {
+            current: HashSet::new(),
+            next: HashSet::new(),
+        }
+    }
+}
+
+impl<S: Clone + Eq + Hash> Live<S> {
+    fn note(&mut self, key: S) {
+        self.next.insert(key);
+    }
+
+    /// The label sets the new snapshot no longer has; the new snapshot's become current.
+    fn turn(&mut self) -> Vec<S> {
+        let gone = self.current.difference(&self.next).cloned().collect();
+        self.current = std::mem::take(&mut self.next);
+        gone
+    }
+}
+
+/// What a route's metrics are labelled with.
+#[derive(Debug, Clone, Default)]
+pub struct RouteLabels {
+    pub ingress_class: Arc<str>,
+    pub namespace: Arc<str>,
+    pub ingress: Arc<str>,
+    /// The backend Service's name (its namespace is the Ingress's).
+    pub service: Arc<str>,
+    /// The IngressPolicy (`namespace/name`) of each block of the route's policy.
+    pub policies: Vec<(&'static str, Arc<str>)>,
+}
+
+/// Why an IngressPolicy refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    RateLimit,
+    Authentication,
+    IpAccess,
+    ClientCertificate,
+}
+
+/// The metric handles of one route.
+#[derive(Debug, Clone)]
+pub struct RouteMetrics {
+    requests: [Counter; 5],
+    durations: [Histogram; 5],
+    rate_limited: Option<Counter>,
+    unauthenticated: Option<Counter>,
+    ip_denied: Option<Counter>,
+    cert_denied: Option<Counter>,
+}
+
+impl RouteMetrics {
+    /// Records one answered request.
+    pub fn record(&self, status: u16, seconds: f64) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.requests[class].inc();
+        self.durations[class].observe(seconds);
+    }
+
+    /// Counts a refusal by the route's IngressPolicy.
+    pub fn reject(&self, why: Rejection) {
+        let counter = match why {
+            Rejection::RateLimit => &self.rate_limited,
+            Rejection::Authentication => &self.unauthenticated,
+            Rejection::IpAccess => &self.ip_denied,
+            Rejection::ClientCertificate => &self.cert_denied,
+        };
+        if let Some(counter) = counter {
+            counter.inc();
+        }
+    }
+}
+
+/// In-flight requests: a process-wide atomic, so that a request's guard costs no reference
+/// count.
+#[derive(Debug, Clone, Default)]
+pub struct ActiveStreams;
+
+static ACTIVE_STREAMS: AtomicI64 = AtomicI64::new(0);
+
+impl ActiveStreams {
+    /// Counts a request as active until the guard drops.
+    pub fn start() -> StreamGuard {
+        ACTIVE_STREAMS.fetch_add(1, Ordering::Relaxed);
+        StreamGuard(())
+    }
+}
+
+/// One active request; see [`ActiveStreams`].
+#[derive(Debug)]
+pub struct StreamGuard(());
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        ACTIVE_STREAMS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl TypedMetric for ActiveStreams {
+    const TYPE: MetricType = MetricType::Gauge;
+}
+
+impl EncodeMetric for ActiveStreams {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        encoder.encode_gauge(&ACTIVE_STREAMS.load(Ordering::Relaxed))
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Gauge
+    }
+}
+
+/// When the snapshot in force was applied, shown as an age at scrape time.
+#[derive(Debug, Clone, Default)]
+struct SnapshotAge(Arc<AtomicU64>);
+
+fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl SnapshotAge {
+    fn set_now(&self) {
+        self.0.store(unix_millis(), Ordering::Relaxed);
+    }
+}
+
+impl TypedMetric for SnapshotAge {
+    const TYPE: MetricType = MetricType::Gauge;
+}
+
+impl EncodeMetric for SnapshotAge {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let at = self.0.load(Ordering::Relaxed);
+        let age = if at == 0 {
+            0.0
+        } else {
+            unix_millis().saturating_sub(at) as f64 / 1000.0
+        };
+        encoder.encode_gauge(&age)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Gauge
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn labels() -> RouteLabels {
+        RouteLabels {
+            ingress_class: "portico".into(),
+            namespace: "shop".into(),
+            ingress: "web".into(),
+            service: "api".into(),
+            policies: vec![("rateLimit", "shop/limits".into())],
+        }
+    }
+
     #[test]
-    fn encodes_status_classes() {
+    fn routes_are_labelled_by_ingress_service_and_status_class() {
         let m = Metrics::new();
-        m.record(200, 0.001);
-        m.record(404, 0.001);
-        m.record(503, 0.001);
+        let route = m.route(&labels());
+        route.record(200, 0.001);
+        route.record(503, 0.001);
+        m.unmatched().record(404, 0.001);
         let text = m.encode();
         assert!(
-            text.contains("portico_proxy_requests_total{class=\"2xx\"} 1"),
+            text.contains(
+                "portico_proxy_requests_total{ingress_class=\"portico\",namespace=\"shop\",ingress=\"web\",service=\"api\",status_class=\"2xx\"} 1"
+            ),
             "{text}"
         );
-        assert!(text.contains("portico_proxy_requests_total{class=\"4xx\"} 1"));
-        assert!(text.contains("portico_proxy_request_duration_seconds_count 3"));
+        assert!(text.contains(
+            "portico_proxy_requests_total{ingress_class=\"\",namespace=\"\",ingress=\"\",service=\"\",status_class=\"4xx\"} 1"
+        ));
+        assert!(text.contains(
+            "portico_proxy_request_duration_seconds_count{ingress_class=\"portico\",namespace=\"shop\",ingress=\"web\",service=\"api\",status_class=\"5xx\"} 1"
+        ));
+    }
+
+    #[test]
+    fn rejections_count_under_the_policy_of_the_block() {
+        let m = Metrics::new();
+        let route = m.route(&labels());
+        route.reject(Rejection::RateLimit);
+        route.reject(Rejection::RateLimit);
+        // The route has no authentication block: nothing to count it under.
+        route.reject(Rejection::Authentication);
+        let text = m.encode();
+        assert!(
+            text.contains(
+                "portico_proxy_policy_rejections_total{policy=\"shop/limits\",block=\"rateLimit\"} 2"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("block=\"authentication\""));
+    }
+
+    #[test]
+    fn series_of_routes_that_are_gone_are_removed() {
+        let m = Metrics::new();
+        let kept = m.route(&labels());
+        let mut other = labels();
+        other.ingress = "old".into();
+        m.route(&other).record(200, 0.001);
+        m.upstream_durations.service("shop", "legacy").observe(0.1);
+        m.snapshot_applied(1);
+        assert!(m.encode().contains("ingress=\"old\""));
+        assert!(m.encode().contains("service=\"legacy\""));
+        // The next snapshot has only the first route.
+        let again = m.route(&labels());
+        m.snapshot_applied(2);
+        kept.record(200, 0.001);
+        again.record(200, 0.001);
+        let text = m.encode();
+        assert!(!text.contains("ingress=\"old\""), "{text}");
+        assert!(!text.contains("service=\"legacy\""), "{text}");
+        assert!(text.contains("ingress=\"web\",service=\"api\",status_class=\"2xx\"} 2"));
+        assert!(text.contains("policy=\"shop/limits\""));
+        // Unmatched requests keep their series.
+        assert!(text.contains("ingress=\"\",service=\"\",status_class=\"4xx\"} 0"));
+    }
+
+    #[test]
+    fn snapshot_age_and_active_streams() {
+        let m = Metrics::new();
+        assert!(m.encode().contains("portico_proxy_snapshot_age_seconds 0"));
+        m.snapshot_applied(3);
+        let text = m.encode();
+        assert!(text.contains("portico_proxy_snapshot_version 3"), "{text}");
+        assert!(text.contains("portico_proxy_snapshot_applies_total 1"));
+        let guard = ActiveStreams::start();
+        assert!(m.encode().contains("portico_proxy_active_streams "));
+        drop(guard);
     }
 }

@@ -129,6 +129,7 @@ impl State {
             options.connect_timeout,
             tunnels.clone(),
             metrics.upstream_connect_errors.clone(),
+            metrics.upstream_durations.clone(),
         );
         let certs = CertStore::new()?;
         let empty = Config {
@@ -188,7 +189,8 @@ impl State {
             .map(|(id, b)| (id.as_str(), self.upstreams.backend(b)))
             .collect();
         let replicas = snapshot.replicas;
-        let stack = |r| route_stack(r, &backends, &self.policy, replicas);
+        let class = snapshot.class.as_str();
+        let stack = |r| route_stack(r, &backends, &self.policy, replicas, class, &self.metrics);
         let routes = snapshot
             .hosts
             .iter()
@@ -205,8 +207,7 @@ impl State {
             tls,
         }));
         self.upstreams.prune();
-        self.metrics.snapshot_version.set(version as i64);
-        self.metrics.snapshot_applies.inc();
+        self.metrics.snapshot_applied(version);
         self.ready.store(true, Ordering::Release);
         Ok(version)
     }

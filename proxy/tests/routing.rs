@@ -175,7 +175,10 @@ async fn admin_endpoints() {
     c.get(proxy.http, "app.test", "/api").await;
     let metrics = proxy.metrics().await;
     assert!(
-        metrics.contains("portico_proxy_requests_total{class=\"2xx\"}"),
+        metrics
+            .lines()
+            .any(|l| l.starts_with("portico_proxy_requests_total{")
+                && l.ends_with("status_class=\"2xx\"} 1")),
         "{metrics}"
     );
     assert!(

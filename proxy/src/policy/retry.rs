@@ -274,6 +274,7 @@ where
         uri: parts.uri.clone(),
         version: parts.version,
         headers: parts.headers.clone(),
+        extensions: parts.extensions.clone(),
     };
     let mut first = Some(parts);
     let mut attempt = 0;
@@ -373,6 +374,8 @@ struct Head {
     uri: http::Uri,
     version: http::Version,
     headers: http::HeaderMap,
+    /// What the proxy attached to the request (the client, the trace of the tries).
+    extensions: http::Extensions,
 }
 
 impl Head {
@@ -382,6 +385,7 @@ impl Head {
         *req.uri_mut() = self.uri.clone();
         *req.version_mut() = self.version;
         *req.headers_mut() = self.headers.clone();
+        *req.extensions_mut() = self.extensions.clone();
         req
     }
 }

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::uri::{Authority, Scheme};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version, header};
@@ -27,9 +27,12 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use portico_api::AppProtocol;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
 
 use crate::body::ProxyBody;
 use crate::error::{ProxyError, Result};
+use crate::metrics::UpstreamDurations;
+use crate::telemetry::{ClientSpan, Observe, UpstreamInfo};
 use balance::Balancer;
 use connect::{Conn, ConnectError, Connector, H1Conn};
 pub use endpoint::{Endpoint, set_idle_timeout};
@@ -51,6 +54,7 @@ struct Shared {
     connector: Connector,
     tunnels: Arc<Tunnels>,
     connect_errors: Counter,
+    durations: UpstreamDurations,
 }
 
 /// The endpoints of every backend in force, shared across snapshots.
@@ -61,13 +65,20 @@ pub struct Upstreams {
 }
 
 impl Upstreams {
-    /// Upstreams with the given connect timeout, counting connect failures in `connect_errors`.
-    pub fn new(connect_timeout: Duration, tunnels: Arc<Tunnels>, connect_errors: Counter) -> Self {
+    /// Upstreams with the given connect timeout, counting connect failures in `connect_errors`
+    /// and timing responses in `durations`.
+    pub fn new(
+        connect_timeout: Duration,
+        tunnels: Arc<Tunnels>,
+        connect_errors: Counter,
+        durations: UpstreamDurations,
+    ) -> Self {
         Self {
             shared: Arc::new(Shared {
                 connector: Connector::new(connect_timeout),
                 tunnels,
                 connect_errors,
+                durations,
             }),
             endpoints: Mutex::new(HashMap::new()),
         }
@@ -93,6 +104,10 @@ impl Upstreams {
         Arc::new(Backend {
             endpoints,
             balancer: Balancer::new(backend.load_balancer),
+            duration: self
+                .shared
+                .durations
+                .service(&backend.service.namespace, &backend.service.name),
             shared: self.shared.clone(),
         })
     }
@@ -111,7 +126,16 @@ impl Upstreams {
 pub struct Backend {
     endpoints: Box<[Arc<Endpoint>]>,
     balancer: Balancer,
+    /// Time to the response head, per try.
+    duration: Histogram,
     shared: Arc<Shared>,
+}
+
+/// What one try reports when the request is observed ([`Observe`]).
+#[derive(Debug, Default)]
+struct Try {
+    span: Option<ClientSpan>,
+    endpoint: Option<SocketAddr>,
 }
 
 /// A request's claim on an endpoint: counts as in flight until dropped. It holds the HTTP/1.1
@@ -162,11 +186,41 @@ impl Drop for Lease {
 
 impl Backend {
     /// Sends `req` (already cleaned by [`crate::hygiene`]) to an endpoint and returns the
-    /// response with its body streaming.
-    pub async fn forward(&self, mut req: Request<RequestBody>) -> Result<Response<ProxyBody>> {
+    /// response with its body streaming. Each call is one try: with tracing on, one client
+    /// span, whose context goes upstream in `traceparent`.
+    pub async fn forward(&self, req: Request<RequestBody>) -> Result<Response<ProxyBody>> {
         if self.endpoints.is_empty() {
             return Err(ProxyError::NoEndpoints);
         }
+        let start = Instant::now();
+        let Some(observe) = req.extensions().get::<Observe>() else {
+            let result = self.send(req, None).await;
+            self.duration.observe(start.elapsed().as_secs_f64());
+            return result;
+        };
+        let mut this_try = Try {
+            span: observe.trace.as_ref().map(|t| t.client_span(req.method())),
+            endpoint: None,
+        };
+        let mut result = self.send(req, Some(&mut this_try)).await;
+        let elapsed = start.elapsed();
+        self.duration.observe(elapsed.as_secs_f64());
+        if let Some(span) = this_try.span {
+            span.finish(result.as_ref().map(|r| r.status().as_u16()));
+        }
+        if let (Ok(response), Some(endpoint)) = (&mut result, this_try.endpoint) {
+            response
+                .extensions_mut()
+                .insert(UpstreamInfo { endpoint, elapsed });
+        }
+        result
+    }
+
+    async fn send(
+        &self,
+        mut req: Request<RequestBody>,
+        mut observe: Option<&mut Try>,
+    ) -> Result<Response<ProxyBody>> {
         let client_upgrade = req
             .headers()
             .contains_key(header::UPGRADE)
@@ -180,6 +234,12 @@ impl Backend {
             let Some(endpoint) = self.balancer.pick(&self.endpoints) else {
                 return Err(ProxyError::AllEjected);
             };
+            if let Some(observe) = observe.as_deref_mut() {
+                observe.endpoint = Some(endpoint.addr);
+                if let Some(span) = &mut observe.span {
+                    span.endpoint(endpoint.addr, req.headers_mut());
+                }
+            }
             let (conn, idle_for) = match endpoint.checkout(&self.shared.connector).await {
                 Ok(checked_out) => checked_out,
                 Err(e) => {

@@ -443,11 +443,18 @@ pub struct Proxy {
     pub https: SocketAddr,
     pub admin: SocketAddr,
     pub log: Arc<Mutex<Vec<String>>>,
+    /// Lines the proxy wrote on stdout (the access log).
+    pub stdout: Arc<Mutex<Vec<String>>>,
 }
 
 impl Proxy {
     /// Starts the proxy on `dir` and waits until it is ready.
     pub async fn start(dir: &Path, extra: &[&str]) -> Self {
+        Self::start_with_env(dir, extra, &[]).await
+    }
+
+    /// Starts the proxy with extra environment variables.
+    pub async fn start_with_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_portico-proxy"))
             .arg("--manifests")
             .arg(dir)
@@ -466,11 +473,21 @@ impl Proxy {
                 &["--workers", "2"][..]
             })
             .args(extra)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("the proxy binary starts");
+        let stdout_lines = Arc::new(Mutex::new(Vec::new()));
+        let stdout = child.stdout.take().unwrap();
+        let lines = stdout_lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                lines.lock().unwrap().push(line);
+            }
+        });
         let stderr = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
@@ -509,6 +526,7 @@ impl Proxy {
             admin: addr("admin"),
             child,
             log,
+            stdout: stdout_lines,
         };
         proxy.wait_ready().await;
         proxy
