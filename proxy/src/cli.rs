@@ -178,10 +178,15 @@ pub struct Cli {
     #[arg(long, env = "PORTICO_MAX_CONNECTIONS", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: Option<u32>,
 
-    /// Time a client has to send request headers (and to finish a TLS handshake) before the
-    /// connection is closed.
+    /// Time a client has to send request headers once it started (and to finish a TLS
+    /// handshake): 408 and the connection closed when exceeded.
     #[arg(long, env = "PORTICO_HEADER_READ_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub header_read_timeout: Duration,
+
+    /// An HTTP/1.1 connection that sends no request for this long (new, or between requests)
+    /// is closed.
+    #[arg(long, env = "PORTICO_IDLE_TIMEOUT", value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
 
     /// Time allowed to open a TCP (and TLS) connection to an endpoint; 504 when exceeded.
     #[arg(long, env = "PORTICO_CONNECT_TIMEOUT", value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]

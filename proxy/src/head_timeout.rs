@@ -1,10 +1,11 @@
-//! 408 for HTTP/1.1 clients too slow to send a request head (slowloris).
+//! 408 for HTTP/1.1 clients too slow to send a request head (slowloris), and the idle limit.
 //!
 //! hyper's own header timeout closes such connections without a word. [`HeadTimeoutIo`] wraps a
 //! client connection and enforces the limit itself: once the first byte of a request head has
 //! arrived, the rest must follow within `--header-read-timeout`, or the proxy writes
-//! `408 Request Timeout` and closes the connection. A connection that sends nothing at all is
-//! left to the keep-alive limit and closed silently, as browsers expect of idle connections.
+//! `408 Request Timeout` and closes the connection. A connection that sends nothing, new or
+//! between requests, is closed silently after `--idle-timeout`, as clients expect of idle
+//! keep-alive connections.
 //!
 //! The wrapper knows where heads begin and end from [`HeadTimer`], which the connection shares
 //! with the request path: the dispatcher marks the head received when it is called, and the
@@ -15,7 +16,7 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -33,17 +34,22 @@ pub struct HeadTimer {
     busy: AtomicBool,
     /// The connection was upgraded (WebSocket): no more heads.
     upgraded: AtomicBool,
+    /// Counts heads received and exchanges done, so the connection sees each transition even
+    /// when it was not reading at the time.
+    transitions: AtomicU64,
 }
 
 impl HeadTimer {
     /// The head of a request has been read.
     pub fn head_received(&self) {
         self.busy.store(true, Ordering::Release);
+        self.transitions.fetch_add(1, Ordering::AcqRel);
     }
 
     /// The response is done: the next bytes begin a new head.
     pub fn exchange_done(&self) {
         self.busy.store(false, Ordering::Release);
+        self.transitions.fetch_add(1, Ordering::AcqRel);
     }
 
     /// The connection now carries another protocol.
@@ -68,27 +74,43 @@ enum Phase {
     Off,
 }
 
-/// A client connection under the head timeout.
+/// A client connection under the head and idle timeouts.
 #[derive(Debug)]
 pub struct HeadTimeoutIo<T> {
     inner: T,
     timer: Arc<HeadTimer>,
     limit: Duration,
+    idle: Duration,
     phase: Phase,
+    /// The last `HeadTimer::transitions` seen.
+    seen: u64,
     /// When the head being read began, if one has begun.
     head_started: Option<Instant>,
-    sleep: Option<Pin<Box<Sleep>>>,
+    /// Since when the connection has had nothing to do.
+    idle_since: Instant,
+    sleep: Option<(Wait, Pin<Box<Sleep>>)>,
     first_read: bool,
 }
 
+/// What the pending timer ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    Head,
+    Idle,
+}
+
 impl<T> HeadTimeoutIo<T> {
-    pub fn new(inner: T, timer: Arc<HeadTimer>, limit: Duration) -> Self {
+    /// `inner` with `limit` for a head once begun and `idle` for silence between requests.
+    pub fn new(inner: T, timer: Arc<HeadTimer>, limit: Duration, idle: Duration) -> Self {
         Self {
             inner,
             timer,
             limit,
+            idle,
             phase: Phase::Watching,
+            seen: 0,
             head_started: None,
+            idle_since: Instant::now(),
             sleep: None,
             first_read: true,
         }
@@ -134,10 +156,15 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for HeadTimeoutIo<T> {
             this.sleep = None;
             return Pin::new(&mut this.inner).poll_read(cx, buf);
         }
-        if this.timer.busy() {
+        let transitions = this.timer.transitions.load(Ordering::Acquire);
+        if transitions != this.seen {
+            // A head was received or an exchange ended since the last read: start afresh.
+            this.seen = transitions;
             this.head_started = None;
             this.sleep = None;
+            this.idle_since = Instant::now();
         }
+        let busy = this.timer.busy();
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = polled {
@@ -146,26 +173,45 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for HeadTimeoutIo<T> {
                 this.first_read = false;
                 if read.starts_with(H2_PREFACE) || H2_PREFACE.starts_with(read) {
                     this.phase = Phase::Off;
+                    this.sleep = None;
                     return polled;
                 }
             }
-            if !read.is_empty() && !this.timer.busy() && this.head_started.is_none() {
+            if !read.is_empty() && !busy && this.head_started.is_none() {
                 let started = Instant::now();
                 this.head_started = Some(started);
-                this.sleep = Some(Box::pin(tokio::time::sleep_until(started + this.limit)));
+                this.sleep = Some((
+                    Wait::Head,
+                    Box::pin(tokio::time::sleep_until(started + this.limit)),
+                ));
             }
             return polled;
         }
-        if polled.is_pending()
-            && !this.timer.busy()
-            && let Some(sleep) = &mut this.sleep
-            && sleep.as_mut().poll(cx).is_ready()
-        {
-            this.sleep = None;
-            this.phase = Phase::Answering(0);
-            return this.poll_answer(cx);
+        if !polled.is_pending() || busy {
+            return polled;
         }
-        polled
+        let (wait, sleep) = this.sleep.get_or_insert_with(|| {
+            (
+                Wait::Idle,
+                Box::pin(tokio::time::sleep_until(this.idle_since + this.idle)),
+            )
+        });
+        if sleep.as_mut().poll(cx).is_pending() {
+            return polled;
+        }
+        let wait = *wait;
+        this.sleep = None;
+        match wait {
+            Wait::Head => {
+                this.phase = Phase::Answering(0);
+                this.poll_answer(cx)
+            }
+            Wait::Idle => {
+                tracing::debug!("idle connection closed");
+                this.phase = Phase::Closed;
+                Poll::Ready(Ok(()))
+            }
+        }
     }
 }
 
@@ -217,13 +263,15 @@ mod tests {
 
     use super::*;
 
+    const IDLE: Duration = Duration::from_secs(100);
+
     #[tokio::test(start_paused = true)]
-    async fn a_slow_head_gets_408_and_an_idle_connection_nothing() {
+    async fn a_slow_head_gets_408_and_an_idle_connection_is_closed_silently() {
         let (mut client, server) = duplex(4096);
         let timer = Arc::new(HeadTimer::default());
-        let mut io = HeadTimeoutIo::new(server, timer.clone(), Duration::from_secs(10));
+        let mut io = HeadTimeoutIo::new(server, timer.clone(), Duration::from_secs(10), IDLE);
         let mut buf = [0u8; 64];
-        // Idle: no head begun, no deadline.
+        // Idle: no head begun, no answer before the idle limit.
         let idle = tokio::time::timeout(Duration::from_secs(60), io.read(&mut buf)).await;
         assert!(idle.is_err(), "an idle connection is not answered");
         client.write_all(b"GET / HTTP/1.1\r\nHo").await.unwrap();
@@ -234,13 +282,51 @@ mod tests {
         drop(io);
         client.read_to_end(&mut answer).await.unwrap();
         assert!(answer.starts_with(b"HTTP/1.1 408 Request Timeout\r\n"));
+
+        // Silence past the idle limit: the end of the stream, and nothing written.
+        let (mut client, server) = duplex(4096);
+        let mut io = HeadTimeoutIo::new(
+            server,
+            Arc::new(HeadTimer::default()),
+            Duration::from_secs(10),
+            IDLE,
+        );
+        let started = Instant::now();
+        assert_eq!(io.read(&mut buf).await.unwrap(), 0);
+        assert!(started.elapsed() >= IDLE);
+        drop(io);
+        let mut answer = Vec::new();
+        client.read_to_end(&mut answer).await.unwrap();
+        assert!(answer.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_clock_restarts_after_each_exchange() {
+        let (mut client, server) = duplex(4096);
+        let timer = Arc::new(HeadTimer::default());
+        let mut io = HeadTimeoutIo::new(server, timer.clone(), Duration::from_secs(10), IDLE);
+        let mut buf = [0u8; 64];
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        assert!(io.read(&mut buf).await.unwrap() > 0);
+        // The server reads the head and answers without reading again.
+        timer.head_received();
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        timer.exchange_done();
+        // Long past the first head's deadline: still no 408 while nothing new arrives.
+        let quiet = tokio::time::timeout(Duration::from_secs(60), io.read(&mut buf)).await;
+        assert!(quiet.is_err());
+        client
+            .write_all(b"GET /next HTTP/1.1\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(io.read(&mut buf).await.unwrap() > 0);
     }
 
     #[tokio::test(start_paused = true)]
     async fn no_408_while_a_request_is_in_flight_or_for_http2() {
         let (mut client, server) = duplex(4096);
         let timer = Arc::new(HeadTimer::default());
-        let mut io = HeadTimeoutIo::new(server, timer.clone(), Duration::from_secs(10));
+        let mut io = HeadTimeoutIo::new(server, timer.clone(), Duration::from_secs(10), IDLE);
         let mut buf = [0u8; 64];
         client.write_all(b"POST / HTTP/1.1\r\n\r\n").await.unwrap();
         assert!(io.read(&mut buf).await.unwrap() > 0);
@@ -258,6 +344,7 @@ mod tests {
             server,
             Arc::new(HeadTimer::default()),
             Duration::from_secs(10),
+            IDLE,
         );
         client
             .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")

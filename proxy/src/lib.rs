@@ -195,6 +195,7 @@ async fn run(cli: Cli) -> Result<(), RunError> {
 
     let options = ServeOptions {
         header_read_timeout: cli.header_read_timeout,
+        idle_timeout: cli.idle_timeout,
         max_connections: cli.max_connections,
         proxy_protocol: cli.proxy_protocol,
     };

@@ -33,6 +33,8 @@ const HYPER_HEAD_BACKSTOP: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
     pub header_read_timeout: Duration,
+    /// An HTTP/1.1 connection with no request for this long is closed.
+    pub idle_timeout: Duration,
     pub max_connections: Option<u32>,
     /// Every connection starts with a PROXY protocol header naming the client.
     pub proxy_protocol: bool,
@@ -108,6 +110,7 @@ pub async fn serve(
         // several frames, and a plain connection need not carry a TLS handshake's state.
         let active = Active::new(&state);
         let proxy_protocol = options.proxy_protocol;
+        let idle = options.idle_timeout;
         if tls {
             let timeout = options.header_read_timeout;
             tokio::spawn(Box::pin(async move {
@@ -116,7 +119,8 @@ pub async fn serve(
                 let Some(peer) = client_of(&mut stream, peer, proxy_protocol, timeout).await else {
                     return;
                 };
-                serve_tls(stream, peer, local, state, &builder, watcher, timeout).await;
+                let limits = (timeout, idle);
+                serve_tls(stream, peer, local, state, &builder, watcher, limits).await;
             }));
         } else {
             let limit = options.header_read_timeout;
@@ -129,7 +133,7 @@ pub async fn serve(
                 let mut conn = ConnInfo::new(peer, local, false, None);
                 let timer = Arc::new(HeadTimer::default());
                 conn.head_timer = Some(timer.clone());
-                let io = HeadTimeoutIo::new(stream, timer, limit);
+                let io = HeadTimeoutIo::new(stream, timer, limit, idle);
                 serve_conn(TokioIo::new(io), Arc::new(conn), state, &builder, watcher).await;
             }));
         }
@@ -181,7 +185,7 @@ async fn serve_tls(
     state: Arc<State>,
     builder: &auto::Builder<TokioExecutor>,
     watcher: Watcher,
-    timeout: Duration,
+    (timeout, idle): (Duration, Duration),
 ) {
     let handshake = async {
         let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await?;
@@ -221,7 +225,7 @@ async fn serve_tls(
     } else {
         let head_timer = Arc::new(HeadTimer::default());
         info.head_timer = Some(head_timer.clone());
-        let io = HeadTimeoutIo::new(tls, head_timer, timeout);
+        let io = HeadTimeoutIo::new(tls, head_timer, timeout, idle);
         serve_conn(TokioIo::new(io), Arc::new(info), state, builder, watcher).await;
     }
 }

@@ -953,7 +953,11 @@ async fn clients_too_slow_to_send_a_head_get_408() {
         "app.yaml",
         &ingress("app", "app.test", &[("/", "Prefix", "web")]),
     );
-    let proxy = Proxy::start(&m.dir, &["--header-read-timeout", "500ms"]).await;
+    let proxy = Proxy::start(
+        &m.dir,
+        &["--header-read-timeout", "500ms", "--idle-timeout", "1500ms"],
+    )
+    .await;
 
     async fn answer<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> String {
         let mut out = Vec::new();
@@ -972,16 +976,19 @@ async fn clients_too_slow_to_send_a_head_get_408() {
     );
     assert!(started.elapsed() < Duration::from_secs(3));
 
-    // A keep-alive connection: a whole request is served, a slow second head gets 408, and
-    // idling before it did not count.
+    // A keep-alive connection: a whole request is served, idling past the head limit does not
+    // count against the next one, and a slow third head gets 408.
     let mut s = tokio::net::TcpStream::connect(proxy.http).await.unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
-        .await
-        .unwrap();
     let mut first = vec![0u8; 4096];
-    let n = s.read(&mut first).await.unwrap();
-    assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    for _ in 0..2 {
+        s.write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
+            .await
+            .unwrap();
+        let n = s.read(&mut first).await.unwrap();
+        let text = String::from_utf8_lossy(&first[..n]).into_owned();
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        tokio::time::sleep(Duration::from_millis(800)).await;
+    }
     s.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
     let text = answer(&mut s).await;
     assert!(text.starts_with("HTTP/1.1 408"), "{text:?}");
@@ -991,6 +998,16 @@ async fn clients_too_slow_to_send_a_head_get_408() {
     tls.write_all(b"GET / HTTP/1.1\r\nHo").await.unwrap();
     let text = answer(&mut tls).await;
     assert!(text.starts_with("HTTP/1.1 408"), "{text:?}");
+
+    // A connection that says nothing is closed silently at the idle limit.
+    let mut s = tokio::net::TcpStream::connect(proxy.http).await.unwrap();
+    let started = Instant::now();
+    assert_eq!(answer(&mut s).await, "");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1400) && waited < Duration::from_secs(4),
+        "{waited:?}"
+    );
 
     // A slow body is not a slow head: an upload trickling in is served.
     let mut s = tokio::net::TcpStream::connect(proxy.http).await.unwrap();
