@@ -18,14 +18,8 @@ use crate::state::State;
 pub enum SourceError {
     #[error("invalid control plane settings: {0}")]
     ControlPlane(String),
-    #[error("cannot read the manifests directory {dir}: {source}")]
-    Directory {
-        dir: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot watch the manifests directory: {0}")]
-    Watch(#[from] notify::Error),
+    #[error(transparent)]
+    Manifests(#[from] portico_manifests::DirError),
 }
 
 /// A producer of snapshots.
