@@ -6,14 +6,12 @@
 //! early, the lease drops the connection instead.
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
-use crate::head_timeout::HeadTimer;
 use crate::upstream::Lease;
 
 /// Body of every response the proxy sends.
@@ -22,8 +20,6 @@ pub struct ProxyBody {
     kind: Kind,
     /// Held until the body is dropped (an in-flight permit of the concurrency limit).
     guard: Option<Guard>,
-    /// Told when the response is over, so the connection's next head is timed from then.
-    head_timer: Option<Arc<HeadTimer>>,
 }
 
 /// Something a response body keeps alive while it streams.
@@ -52,7 +48,6 @@ impl ProxyBody {
         Self {
             kind: Kind::Full(bytes),
             guard: None,
-            head_timer: None,
         }
     }
 
@@ -61,7 +56,6 @@ impl ProxyBody {
         Self {
             kind: Kind::Full(None),
             guard: None,
-            head_timer: None,
         }
     }
 
@@ -72,15 +66,7 @@ impl ProxyBody {
         Self {
             kind: Kind::Upstream { body, lease },
             guard: None,
-            head_timer: None,
         }
-    }
-
-    /// Tells `timer` when the response is over (the body dropped, after its last frame or when
-    /// the client went away).
-    pub fn with_head_timer(mut self, timer: Arc<HeadTimer>) -> Self {
-        self.head_timer = Some(timer);
-        self
     }
 
     /// Keeps `guard` alive until the body is dropped (after its last frame, or when the client
@@ -88,14 +74,6 @@ impl ProxyBody {
     pub fn with_guard(mut self, guard: impl Send + Sync + 'static) -> Self {
         self.guard = Some(Guard(Box::new(guard)));
         self
-    }
-}
-
-impl Drop for ProxyBody {
-    fn drop(&mut self) {
-        if let Some(timer) = &self.head_timer {
-            timer.exchange_done();
-        }
     }
 }
 

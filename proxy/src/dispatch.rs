@@ -23,6 +23,7 @@ use tower::ServiceExt;
 
 use crate::body::ProxyBody;
 use crate::error::{ProxyError, Result};
+use crate::head_timeout::HeadTimer;
 use crate::hygiene::{self, ConnInfo};
 use crate::metrics::{ActiveStreams, Metrics};
 use crate::path::{match_path, normalize_path};
@@ -149,8 +150,8 @@ pub async fn handle(
         let mut route = None;
         let result = proxy(&state, &conn, req, &mut route).await;
         let response = respond(&state, route.as_deref(), result, start, None);
-        let response = watch_body(&conn, response);
-        return Ok(response.map(|body| ResponseBody::new(body, stream, None)));
+        let timer = head_timer(&conn, &response);
+        return Ok(response.map(|body| ResponseBody::new(body, stream, None, timer)));
     };
     // Boxed: the plain path's future stays as small as it was without telemetry.
     Box::pin(observed(&state, &conn, req, telemetry, start, stream)).await
@@ -226,22 +227,19 @@ async fn observed(
         start,
         bytes: 0,
     });
-    let response = watch_body(conn, response);
-    Ok(response.map(|body| ResponseBody::new(body, stream, Some(finish))))
+    let timer = head_timer(conn, &response);
+    Ok(response.map(|body| ResponseBody::new(body, stream, Some(finish), timer)))
 }
 
-/// Hands the connection's head timer to the response body, which tells it when the response is
-/// over; an upgraded connection has no next request head to time.
-fn watch_body(conn: &ConnInfo, response: Response<ProxyBody>) -> Response<ProxyBody> {
-    let Some(timer) = &conn.head_timer else {
-        return response;
-    };
+/// The connection's head timer, for the response body to tell when the response is over; none
+/// after an upgrade, which leaves no next request head to time.
+fn head_timer(conn: &ConnInfo, response: &Response<ProxyBody>) -> Option<Arc<HeadTimer>> {
+    let timer = conn.head_timer.as_ref()?;
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         timer.upgraded();
-        response
-    } else {
-        response.map(|body| body.with_head_timer(timer.clone()))
+        return None;
     }
+    Some(timer.clone())
 }
 
 /// Turns the outcome into the response, and counts it in the route's metrics (or the

@@ -33,6 +33,7 @@ use portico_api::Route;
 use crate::body::ProxyBody;
 use crate::cli::{AccessLogFormat, Cli, OtlpProtocol};
 use crate::error::ProxyError;
+use crate::head_timeout::HeadTimer;
 use crate::metrics::{Metrics, Rejection, RouteLabels, RouteMetrics, StreamGuard};
 pub use access_log::{AccessLog, Entry};
 use export::{BatchSettings, Batcher, ExportCounters, Flusher};
@@ -523,20 +524,29 @@ impl Finish {
 }
 
 /// The body of every proxied response: the proxy's body, counted as an active stream until it
-/// ends, and with the request's span and log line finished at its end when telemetry is on.
+/// ends, with the request's span and log line finished at its end when telemetry is on, and
+/// telling the connection's head timer when the exchange is over (the body dropped, after its
+/// last frame or when the client went away).
 #[derive(Debug)]
 pub struct ResponseBody {
     inner: ProxyBody,
     _stream: StreamGuard,
     finish: Option<Box<Finish>>,
+    head_timer: Option<Arc<HeadTimer>>,
 }
 
 impl ResponseBody {
-    pub fn new(inner: ProxyBody, stream: StreamGuard, finish: Option<Box<Finish>>) -> Self {
+    pub fn new(
+        inner: ProxyBody,
+        stream: StreamGuard,
+        finish: Option<Box<Finish>>,
+        head_timer: Option<Arc<HeadTimer>>,
+    ) -> Self {
         Self {
             inner,
             _stream: stream,
             finish,
+            head_timer,
         }
     }
 }
@@ -592,6 +602,9 @@ impl Drop for ResponseBody {
             // Never polled to its end: a bodiless response, or a client that went away.
             let complete = self.inner.is_end_stream();
             finish.done(complete);
+        }
+        if let Some(timer) = &self.head_timer {
+            timer.exchange_done();
         }
     }
 }
