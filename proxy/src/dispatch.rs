@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -148,7 +149,7 @@ pub async fn handle(
     let stream = ActiveStreams::start();
     let Some(telemetry) = telemetry::get() else {
         let mut route = None;
-        let result = proxy(&state, &conn, req, &mut route).await;
+        let result = proxy(&state, &conn, req, None, &mut route).await;
         let response = respond(&state, route.as_deref(), result, start, None);
         let timer = head_timer(&conn, &response);
         return Ok(response.map(|body| ResponseBody::new(body, stream, None, timer)));
@@ -199,7 +200,7 @@ async fn observed(
         trace: span.as_ref().map(ServerSpan::upstream),
     });
     let mut route = None;
-    let result = proxy(state, conn, req, &mut route).await;
+    let result = proxy(state, conn, req, Some(client), &mut route).await;
     if let (Some(span), Some(route)) = (&mut span, &route) {
         span.route(&method, route);
     }
@@ -273,11 +274,13 @@ fn respond(
     response
 }
 
-/// Routes and forwards a request. `matched` gets the telemetry of the route it matched.
+/// Routes and forwards a request. `client_ip` is the client address when the caller already
+/// worked it out; `matched` gets the telemetry of the route it matched.
 async fn proxy(
     state: &State,
     conn: &Arc<ConnInfo>,
     mut req: Request<Incoming>,
+    client_ip: Option<IpAddr>,
     matched: &mut Option<Arc<RouteTelemetry>>,
 ) -> Result<Response<ProxyBody>> {
     let host = request_host(&req)?;
@@ -335,7 +338,8 @@ async fn proxy(
     }
     // Policies see the client as it was before this hop is appended to X-Forwarded-For.
     let client = has_policy.then(|| Client {
-        ip: hygiene::client_ip(req.headers(), conn, &state.trusted_proxies),
+        ip: client_ip
+            .unwrap_or_else(|| hygiene::client_ip(req.headers(), conn, &state.trusted_proxies)),
         conn: conn.clone(),
     });
     let http11 = req.version() == Version::HTTP_11;
