@@ -123,9 +123,7 @@ fn build(
         svc = Svc::new(headers::HeadersLayer::new(headers).layer(svc));
     }
     if let Some(rl) = &policy.rate_limit
-        && let Some(layer) =
-            env.rate_limits
-                .layer(rl, Stage::PostAuth, replicas, &policy.origins)?
+        && let Some(layer) = env.rate_limits.layer(rl, Stage::PostAuth, replicas)?
     {
         svc = Svc::new(layer.layer(svc));
     }
@@ -133,9 +131,7 @@ fn build(
         svc = Svc::new(auth::AuthLayer::new(authn, &env.auth)?.layer(svc));
     }
     if let Some(rl) = &policy.rate_limit
-        && let Some(layer) = env
-            .rate_limits
-            .layer(rl, Stage::PreAuth, replicas, &policy.origins)?
+        && let Some(layer) = env.rate_limits.layer(rl, Stage::PreAuth, replicas)?
     {
         svc = Svc::new(layer.layer(svc));
     }

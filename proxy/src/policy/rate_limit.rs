@@ -292,7 +292,6 @@ impl Buckets {
         spec: &RateLimit,
         stage: Stage,
         replicas: u32,
-        _origins: &std::collections::BTreeMap<String, String>,
     ) -> std::result::Result<Option<RateLimitLayer>, super::BuildError> {
         let replicas = replicas.max(1);
         let mut rules = Vec::new();
