@@ -228,33 +228,42 @@ impl Drop for Process {
     }
 }
 
-/// The proxy binary, built once (it belongs to another package of the workspace).
+/// The proxy binary (it belongs to another package of the workspace).
+///
+/// `cargo test --workspace --no-run` is what `make test` has already done, so under it this is a
+/// no-op that returns the binary built with the workspace's unified features; under `cargo test -p
+/// portico-operator` it brings the proxy binary up to date first. Building the proxy alone
+/// (`cargo build -p portico-proxy`) would resolve features differently and rebuild about a
+/// hundred dependencies a second time.
 fn proxy_binary() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
         .get_or_init(|| {
             let operator = Path::new(env!("CARGO_BIN_EXE_portico-operator"));
             let mut cargo = Command::new(env!("CARGO"));
-            cargo.args([
-                "build",
-                "-q",
-                "-p",
-                "portico-proxy",
-                "--bin",
-                "portico-proxy",
-            ]);
+            cargo.args(["test", "-q", "--workspace", "--no-run"]);
             // The variables cargo set for this test would look like a changed environment to
-            // build scripts, and rebuild dependencies for nothing.
+            // build scripts, and rebuild dependencies for nothing; the ones a user set
+            // (CARGO_HOME, CARGO_TARGET_DIR, CARGO_INCREMENTAL, ...) stay.
             for (key, _) in std::env::vars_os() {
                 let key = key.to_string_lossy();
-                if (key.starts_with("CARGO_") && key != "CARGO_HOME" && key != "CARGO_TARGET_DIR")
-                    || key == "OUT_DIR"
-                {
+                let set_by_cargo = [
+                    "CARGO_PKG_",
+                    "CARGO_MANIFEST_",
+                    "CARGO_CRATE_",
+                    "CARGO_BIN_",
+                    "CARGO_PRIMARY_PACKAGE",
+                    "CARGO_TARGET_TMPDIR",
+                    "CARGO_RUSTC_CURRENT_DIR",
+                ]
+                .iter()
+                .any(|prefix| key.starts_with(prefix));
+                if set_by_cargo || key == "OUT_DIR" {
                     cargo.env_remove(&*key);
                 }
             }
             let status = cargo.status().expect("cargo runs");
-            assert!(status.success(), "the proxy builds");
+            assert!(status.success(), "the workspace builds");
             operator.with_file_name("portico-proxy")
         })
         .clone()
