@@ -133,19 +133,36 @@ pub async fn run(
     let mut changes = shared.changes.subscribe();
     loop {
         changes.borrow_and_update();
+        // One span per pass: the translation and the publishing are its children; each
+        // snapshot published is an event on it.
+        let pass = tracing::info_span!(
+            "translation pass",
+            portico.ingresses = tracing::field::Empty,
+            portico.classes = tracing::field::Empty,
+            portico.routes = tracing::field::Empty,
+            portico.warnings = tracing::field::Empty,
+            otel.status_description = tracing::field::Empty,
+        );
         let shared2 = shared.clone();
         let mut options2 = options.clone();
         options2.class_platform_namespaces = platforms.borrow().clone();
         let started = Instant::now();
+        let translating = tracing::info_span!(parent: &pass, "translate");
         let output = tokio::task::spawn_blocking(move || {
-            let index = shared2.index.lock().unwrap();
-            translate(&index, &options2)
+            translating.in_scope(|| {
+                let index = shared2.index.lock().unwrap();
+                translate(&index, &options2)
+            })
         })
         .await;
         let mut output = match output {
             Ok(output) => output,
             Err(e) => {
-                tracing::error!(error = %e, "translation failed; keeping the published snapshots");
+                pass.in_scope(|| {
+                    tracing::error!(error = %e, "translation failed; keeping the published snapshots");
+                });
+                pass.record("otel.status_description", e.to_string().as_str());
+                drop(pass);
                 wait_batch(&mut changes, batching).await;
                 continue;
             }
@@ -154,32 +171,44 @@ pub async fn run(
         metrics
             .translation_duration
             .observe(started.elapsed().as_secs_f64());
+        let mut warnings = 0;
         for (ingress, report) in &output.ingresses {
             for w in &report.warnings {
+                warnings += 1;
                 tracing::debug!(%ingress, reason = %w.reason, "{}", w.message);
             }
         }
 
-        let snapshots = std::mem::take(&mut output.snapshots);
-        let mut versions = std::collections::BTreeMap::new();
-        for (class, mut snapshot) in snapshots {
-            snapshot.replicas = replicas.borrow().get(&class).copied().unwrap_or(1).max(1);
-            let routes = snapshot.route_count();
-            let before = hub.version(&class);
-            let version = hub.publish(&class, snapshot);
-            if before != Some(version) {
-                tracing::info!(%class, version, routes, "snapshot published");
+        pass.in_scope(|| {
+            let _publishing = tracing::info_span!("publish").entered();
+            let snapshots = std::mem::take(&mut output.snapshots);
+            let mut versions = std::collections::BTreeMap::new();
+            let mut all_routes = 0;
+            for (class, mut snapshot) in snapshots {
+                snapshot.replicas = replicas.borrow().get(&class).copied().unwrap_or(1).max(1);
+                let routes = snapshot.route_count();
+                all_routes += routes;
+                let before = hub.version(&class);
+                let version = hub.publish(&class, snapshot);
+                if before != Some(version) {
+                    tracing::info!(%class, version, routes, "snapshot published");
+                }
+                versions.insert(class, version);
             }
-            versions.insert(class, version);
-        }
-        for class in hub.classes() {
-            if !versions.contains_key(&class) {
-                tracing::info!(%class, "class no longer served; retiring its snapshot");
-                hub.retire(&class);
+            for class in hub.classes() {
+                if !versions.contains_key(&class) {
+                    tracing::info!(%class, "class no longer served; retiring its snapshot");
+                    hub.retire(&class);
+                }
             }
-        }
-        metrics.classes.set(versions.len() as i64);
-        translated.send_replace(Arc::new(Translated { output, versions }));
+            metrics.classes.set(versions.len() as i64);
+            pass.record("portico.ingresses", output.ingresses.len());
+            pass.record("portico.classes", versions.len());
+            pass.record("portico.routes", all_routes);
+            pass.record("portico.warnings", warnings);
+            translated.send_replace(Arc::new(Translated { output, versions }));
+        });
+        drop(pass);
 
         if !wait_batch(&mut changes, batching).await {
             return;

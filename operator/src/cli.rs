@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use portico_otlp::{Protocol, parse_ratio};
 
 const ABOUT: &str = "Portico's operator: watches Ingresses and what they reference, translates \
 them into routing snapshots and streams each IngressClass's snapshot to its proxies.";
@@ -33,7 +34,13 @@ and the CA and serving certificate are kept in DIR (ca.crt, tls.crt, tls.key; ge
 absent, for localhost and 127.0.0.1).
 
 The admin listener serves /healthz, /readyz (ready once every watch has listed and the first \
-snapshots are published) and /metrics (Prometheus).";
+snapshots are published) and /metrics (Prometheus).
+
+With --otlp-endpoint or OTEL_EXPORTER_OTLP_ENDPOINT, the operator traces its work over OTLP: a \
+span per translation pass (with the translation and the publishing of each class's snapshot as \
+children), per IngressClass reconcile (with each object it applies) and per status write. The \
+standard OTEL_* variables (OTEL_EXPORTER_OTLP_PROTOCOL, OTEL_TRACES_SAMPLER[_ARG], \
+OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, OTEL_BSP_*) apply.";
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -150,6 +157,22 @@ pub struct Cli {
         default_value = "info"
     )]
     pub log_level: String,
+
+    /// OTLP collector to send the operator's traces to, such as `http://jaeger:4318` (HTTP) or
+    /// `http://otel-collector:4317` (gRPC). Without it (and without
+    /// OTEL_EXPORTER_OTLP_ENDPOINT) tracing is off. For HTTP, `/v1/traces` is appended unless
+    /// the URL has a path.
+    #[arg(long, env = "PORTICO_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+
+    /// OTLP transport. Default: OTEL_EXPORTER_OTLP_PROTOCOL, else http.
+    #[arg(long, env = "PORTICO_OTLP_PROTOCOL", value_name = "PROTOCOL")]
+    pub otlp_protocol: Option<Protocol>,
+
+    /// Fraction of traces to record (0 to 1). Default: OTEL_TRACES_SAMPLER and
+    /// OTEL_TRACES_SAMPLER_ARG, else 1.
+    #[arg(long, env = "PORTICO_TRACE_SAMPLING", value_name = "RATIO", value_parser = parse_ratio)]
+    pub trace_sampling: Option<f64>,
 
     /// Interval of keep-alive frames on idle snapshot streams.
     #[arg(long, env = "PORTICO_PING_INTERVAL", value_name = "DURATION", default_value = "10s", value_parser = parse_duration, hide = true)]

@@ -23,6 +23,7 @@ pub mod pki_secret;
 pub mod provision;
 pub mod run;
 pub mod status;
+pub mod telemetry;
 pub mod tokenreview;
 pub mod watch;
 

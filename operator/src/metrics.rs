@@ -34,6 +34,10 @@ pub struct Metrics {
     pub classes: Gauge,
     /// Proxies with an open snapshot stream.
     pub proxies_connected: Gauge,
+    /// Spans the OTLP collector accepted.
+    pub spans_exported: Counter,
+    /// Spans lost on the way to the collector.
+    pub spans_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -130,6 +134,18 @@ impl Metrics {
             "Proxies with an open snapshot stream",
             proxies_connected.clone(),
         );
+        let spans_exported = Counter::default();
+        registry.register(
+            "trace_spans_exported",
+            "Spans accepted by the OTLP collector",
+            spans_exported.clone(),
+        );
+        let spans_dropped = Counter::default();
+        registry.register(
+            "trace_spans_dropped",
+            "Spans lost: export queue full, collector unreachable, failing or too slow",
+            spans_dropped.clone(),
+        );
         Self {
             registry,
             watch_events,
@@ -139,6 +155,8 @@ impl Metrics {
             translation_duration,
             classes,
             proxies_connected,
+            spans_exported,
+            spans_dropped,
         }
     }
 

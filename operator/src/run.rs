@@ -1,6 +1,5 @@
 //! Wiring: every part of the operator, started in order, until SIGTERM.
 
-use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -15,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::batch::{self, Batching, ClassPlatforms, ClassReplicas, Shared, Translated};
-use crate::cli::{Cli, LogFormat};
+use crate::cli::Cli;
 use crate::manifests::{self, ManifestsError};
 use crate::metrics::Metrics;
 use crate::pki_secret::{self, PkiSecretError};
@@ -93,13 +92,13 @@ impl Handles {
 /// Parses the command line, runs the operator and returns its exit status.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(e) = init_tracing(&cli) {
-        eprintln!(
-            "portico-operator: invalid --log-level `{}`: {e}",
-            cli.log_level
-        );
-        return ExitCode::from(2);
-    }
+    let traces = match crate::telemetry::trace_settings(&cli, |name| std::env::var(name).ok()) {
+        Ok(traces) => traces,
+        Err(e) => {
+            eprintln!("portico-operator: {e}");
+            return ExitCode::from(2);
+        }
+    };
     // One process-wide TLS provider for the kube client (the distribution server and the PKI
     // name theirs explicitly).
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -113,7 +112,27 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(run(cli));
+    let hub = Hub::new();
+    let metrics = Arc::new(Metrics::with_hub(hub.clone()));
+    // The span exporter's task lives on the runtime.
+    let exporting = {
+        let _runtime = runtime.enter();
+        match crate::telemetry::init(&cli, traces.as_ref(), &metrics) {
+            Ok(exporting) => exporting,
+            Err(e) => {
+                eprintln!("portico-operator: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    };
+    if let Some(t) = &traces {
+        tracing::info!(endpoint = %t.endpoint, protocol = ?t.protocol, ratio = t.ratio, "exporting traces over OTLP");
+    }
+    let result = runtime.block_on(async {
+        let result = run(cli, hub, metrics).await;
+        exporting.flush(Duration::from_secs(2)).await;
+        result
+    });
     runtime.shutdown_timeout(Duration::from_millis(100));
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -122,19 +141,6 @@ pub fn main() -> ExitCode {
             ExitCode::from(e.exit_code())
         }
     }
-}
-
-fn init_tracing(cli: &Cli) -> Result<(), tracing_subscriber::filter::ParseError> {
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level)?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    match cli.log_format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-    Ok(())
 }
 
 fn bind(addr: SocketAddr) -> Result<TcpListener, RunError> {
@@ -164,10 +170,9 @@ fn read_token(path: &std::path::Path) -> Result<String, RunError> {
     Ok(token)
 }
 
-/// Runs the operator until SIGTERM or SIGINT.
-pub async fn run(cli: Cli) -> Result<(), RunError> {
-    let hub = Hub::new();
-    let metrics = Arc::new(Metrics::with_hub(hub.clone()));
+/// Runs the operator until SIGTERM or SIGINT, publishing through `hub` and counting in
+/// `metrics` (made with [`Metrics::with_hub`] of the same hub).
+pub async fn run(cli: Cli, hub: Hub, metrics: Arc<Metrics>) -> Result<(), RunError> {
     let names = cli.certificate_names();
 
     // The index's sources, the PKI and proxy authentication: from files in development mode,

@@ -1,6 +1,7 @@
 //! The real operator (development mode) and the real proxy (cluster mode) as processes on
 //! 127.0.0.1: routing through the proxy follows the operator's manifests live, survives the
-//! operator's death, and resumes when it comes back.
+//! operator's death, and resumes when it comes back. And the operator's traces, as an OTLP
+//! receiver on loopback gets them.
 
 use std::convert::Infallible;
 use std::io::{BufRead, BufReader};
@@ -17,6 +18,7 @@ use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use portico_otlp::receiver::{Received, Receiver, attr};
 use tokio::net::TcpListener;
 
 const TOKEN: &str = "dev-token-for-tests";
@@ -270,7 +272,17 @@ fn proxy_binary() -> PathBuf {
 }
 
 fn start_operator(ws: &Workspace, listen: &str) -> Process {
+    start_operator_with(ws, listen, &[], &[])
+}
+
+fn start_operator_with(
+    ws: &Workspace,
+    listen: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Process {
     let mut command = Command::new(env!("CARGO_BIN_EXE_portico-operator"));
+    command.args(args).envs(env.iter().copied());
     command
         .arg("--manifests")
         .arg(ws.manifests())
@@ -454,4 +466,148 @@ async fn a_proxy_with_a_wrong_token_gets_nothing_and_stays_unready() {
             .map(|r| r.0),
         Some(503)
     );
+}
+
+// ---------------------------------------------------------------- traces
+
+/// Exports quickly, so that tests need not wait for the default five-second batches.
+const FAST_EXPORT: &[(&str, &str)] = &[
+    ("OTEL_BSP_SCHEDULE_DELAY", "50"),
+    ("OTEL_BSP_EXPORT_TIMEOUT", "500"),
+    ("PORTICO_POD_NAME", "operator-test-0"),
+];
+
+/// The translation passes that saw `ingresses` Ingresses.
+fn passes(spans: &[Received], ingresses: &str) -> Vec<Received> {
+    spans
+        .iter()
+        .filter(|s| {
+            s.span.name == "translation pass"
+                && s.attr("portico.ingresses").as_deref() == Some(ingresses)
+        })
+        .cloned()
+        .collect()
+}
+
+fn child<'a>(spans: &'a [Received], parent: &Received, name: &str) -> Option<&'a Received> {
+    spans.iter().find(|s| {
+        s.span.name == name
+            && s.parent_id() == parent.span_id()
+            && s.trace_id() == parent.trace_id()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_translation_pass_is_a_trace_at_the_collector() {
+    let receiver = Receiver::start().await;
+    let ws = Workspace::new("traces");
+    let a = Backend::start("backend-a").await;
+    ws.write("00-class.yaml", CLASS);
+    ws.write("10-web.yaml", &service(a.addr.port()));
+    ws.write("20-shop.yaml", &ingress("shop", "shop.example"));
+    let endpoint = receiver.url();
+    let operator = start_operator_with(
+        &ws,
+        "127.0.0.1:0",
+        &["--otlp-endpoint", &endpoint, "--otlp-protocol", "http"],
+        FAST_EXPORT,
+    );
+    until_ready(&operator).await;
+
+    // The first pass: one Ingress of one class, translated, then published as version 1.
+    let spans = receiver
+        .wait_for("first translation pass", |spans| {
+            passes(spans, "1")
+                .iter()
+                .any(|p| child(spans, p, "publish").is_some())
+        })
+        .await;
+    let pass = passes(&spans, "1")
+        .into_iter()
+        .find(|p| child(&spans, p, "publish").is_some())
+        .unwrap();
+    assert_eq!(pass.parent_id(), "", "a pass is the root of its trace");
+    assert_eq!(pass.attr("portico.classes").as_deref(), Some("1"));
+    assert_eq!(pass.attr("portico.routes").as_deref(), Some("1"));
+    assert_eq!(pass.attr("portico.warnings").as_deref(), Some("0"));
+    assert_eq!(pass.resource["service.name"], "portico-operator");
+    assert_eq!(pass.resource["k8s.namespace.name"], "portico-system");
+    assert_eq!(pass.resource["k8s.pod.name"], "operator-test-0");
+    assert!(child(&spans, &pass, "translate").is_some(), "{pass:#?}");
+    let publish = child(&spans, &pass, "publish").unwrap();
+    let published = publish
+        .span
+        .events
+        .iter()
+        .find(|e| e.name == "snapshot published")
+        .unwrap_or_else(|| panic!("no publish event: {publish:#?}"));
+    assert_eq!(
+        attr(&published.attributes, "class").as_deref(),
+        Some("portico")
+    );
+    assert_eq!(attr(&published.attributes, "version").as_deref(), Some("1"));
+
+    // A second Ingress: a new pass, a trace of its own.
+    ws.write("30-blog.yaml", &ingress("blog", "blog.example"));
+    let spans = receiver
+        .wait_for("second translation pass", |spans| {
+            !passes(spans, "2").is_empty()
+        })
+        .await;
+    let second = &passes(&spans, "2")[0];
+    assert_ne!(second.trace_id(), pass.trace_id());
+    assert_eq!(second.attr("portico.routes").as_deref(), Some("2"));
+
+    let metrics = get(operator.addr("admin"), "admin", "/metrics")
+        .await
+        .unwrap()
+        .1;
+    assert!(
+        !metrics.contains("portico_operator_trace_spans_exported_total 0\n"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_is_down_costs_spans_not_snapshots() {
+    // A port nothing listens on.
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let ws = Workspace::new("traces-down");
+    let a = Backend::start("backend-a").await;
+    ws.write("00-class.yaml", CLASS);
+    ws.write("10-web.yaml", &service(a.addr.port()));
+    ws.write("20-shop.yaml", &ingress("shop", "shop.example"));
+    let operator = start_operator_with(
+        &ws,
+        "127.0.0.1:0",
+        &["--otlp-endpoint", &endpoint],
+        FAST_EXPORT,
+    );
+    until_ready(&operator).await;
+    let proxy = start_proxy(&ws, operator.addr("distribution"));
+    until_routed(&proxy, "shop.example", "backend-a").await;
+
+    // The spans of those passes were dropped, and counted.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let metrics = get(operator.addr("admin"), "admin", "/metrics")
+            .await
+            .unwrap()
+            .1;
+        let dropped = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("portico_operator_trace_spans_dropped_total "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        if dropped > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no dropped spans counted: {metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use portico_otlp::{Protocol, parse_ratio};
 
 const ABOUT: &str = "Portico's data plane: an HTTP/1.1, HTTP/2 and TLS reverse proxy that serves \
 Kubernetes Ingresses.";
@@ -262,7 +263,7 @@ pub struct Cli {
 
     /// OTLP transport. Default: OTEL_EXPORTER_OTLP_PROTOCOL, else http.
     #[arg(long, env = "PORTICO_OTLP_PROTOCOL", value_name = "PROTOCOL")]
-    pub otlp_protocol: Option<OtlpProtocol>,
+    pub otlp_protocol: Option<Protocol>,
 
     /// Fraction of new traces to record (0 to 1); requests whose trusted parent was sampled are
     /// always recorded. Default: OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG, else 1.
@@ -284,15 +285,6 @@ pub struct Cli {
     pub access_log: AccessLogFormat,
 }
 
-/// OTLP transports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum OtlpProtocol {
-    /// OTLP over gRPC (port 4317 by convention).
-    Grpc,
-    /// OTLP over HTTP with protobuf bodies (port 4318 by convention).
-    Http,
-}
-
 /// Access log formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum AccessLogFormat {
@@ -302,14 +294,6 @@ pub enum AccessLogFormat {
     Text,
     /// No access log.
     Off,
-}
-
-/// Parses a sampling ratio between 0 and 1.
-pub fn parse_ratio(s: &str) -> Result<f64, String> {
-    match s.trim().parse::<f64>() {
-        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
-        _ => Err(format!("`{s}` is not a ratio between 0 and 1 (try 0.1)")),
-    }
 }
 
 /// Log line formats.
@@ -388,14 +372,5 @@ mod tests {
         );
         assert_eq!(cli.access_log, AccessLogFormat::Json);
         assert!(cli.otlp_endpoint.is_none() && !cli.trust_trace_context);
-    }
-
-    #[test]
-    fn ratios() {
-        assert_eq!(parse_ratio("0.25").unwrap(), 0.25);
-        assert_eq!(parse_ratio("1").unwrap(), 1.0);
-        assert!(parse_ratio("1.5").is_err());
-        assert!(parse_ratio("-0.1").is_err());
-        assert!(parse_ratio("half").is_err());
     }
 }

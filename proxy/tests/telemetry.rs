@@ -4,249 +4,15 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes};
 use common::*;
-use http::{Request, Response};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-use opentelemetry_proto::tonic::trace::v1::Span;
+use http::Request;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
-use prost::Message;
+use portico_otlp::receiver::{Received, Receiver, attr};
 use serde_json::Value;
 use tokio::net::TcpListener;
-
-// ---------------------------------------------------------------- an OTLP receiver
-
-/// A span as received, with the resource of its batch.
-#[derive(Debug, Clone)]
-struct Received {
-    span: Span,
-    resource: HashMap<String, String>,
-    /// `grpc` or `http`.
-    transport: &'static str,
-}
-
-impl Received {
-    fn attr(&self, key: &str) -> Option<String> {
-        attr(&self.span.attributes, key)
-    }
-    fn kind(&self) -> SpanKind {
-        SpanKind::try_from(self.span.kind).unwrap_or(SpanKind::Unspecified)
-    }
-    fn trace_id(&self) -> String {
-        hex(&self.span.trace_id)
-    }
-    fn span_id(&self) -> String {
-        hex(&self.span.span_id)
-    }
-    fn parent_id(&self) -> String {
-        hex(&self.span.parent_span_id)
-    }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn value(v: &Option<AnyValue>) -> String {
-    match v.as_ref().and_then(|v| v.value.as_ref()) {
-        Some(any_value::Value::StringValue(s)) => s.clone(),
-        Some(any_value::Value::IntValue(i)) => i.to_string(),
-        Some(any_value::Value::BoolValue(b)) => b.to_string(),
-        Some(any_value::Value::DoubleValue(d)) => d.to_string(),
-        other => format!("{other:?}"),
-    }
-}
-
-fn attr(attributes: &[KeyValue], key: &str) -> Option<String> {
-    attributes
-        .iter()
-        .find(|kv| kv.key == key)
-        .map(|kv| value(&kv.value))
-}
-
-/// An OTLP trace receiver on 127.0.0.1: `POST /v1/traces` (HTTP/protobuf) and the gRPC
-/// `TraceService/Export` method over h2c, decoding each `ExportTraceServiceRequest`.
-struct Receiver {
-    addr: SocketAddr,
-    spans: Arc<Mutex<Vec<Received>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Receiver {
-    async fn start() -> Self {
-        Self::start_with(None).await
-    }
-
-    /// A receiver behind TLS (ALPN h2), as collectors outside the cluster are.
-    async fn start_tls(cert_pem: &str, key_pem: &str) -> Self {
-        let certs = rustls_pemfile::certs(&mut cert_pem.as_bytes())
-            .collect::<Result<Vec<_>, _>>()
-            .unwrap();
-        let key = rustls_pemfile::private_key(&mut key_pem.as_bytes())
-            .unwrap()
-            .unwrap();
-        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .unwrap();
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Self::start_with(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))).await
-    }
-
-    async fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let spans = Arc::new(Mutex::new(Vec::new()));
-        let store = spans.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let store = store.clone();
-                let tls = tls.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |req| receive(store.clone(), req));
-                    let builder = auto::Builder::new(TokioExecutor::new());
-                    match tls {
-                        None => {
-                            let _ = builder
-                                .serve_connection(TokioIo::new(stream), service)
-                                .await;
-                        }
-                        Some(acceptor) => {
-                            let Ok(stream) = acceptor.accept(stream).await else {
-                                return;
-                            };
-                            let _ = builder
-                                .serve_connection(TokioIo::new(stream), service)
-                                .await;
-                        }
-                    }
-                });
-            }
-        });
-        Self { addr, spans, task }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// Waits until `done` holds for the spans received, and returns them.
-    async fn wait_for(&self, what: &str, done: impl Fn(&[Received]) -> bool) -> Vec<Received> {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let spans = self.spans.lock().unwrap().clone();
-            if done(&spans) {
-                return spans;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {what} in time; received: {:#?}",
-                spans
-                    .iter()
-                    .map(|s| (&s.span.name, s.kind(), s.trace_id()))
-                    .collect::<Vec<_>>()
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-type Body = Full<Bytes>;
-
-async fn receive(
-    store: Arc<Mutex<Vec<Received>>>,
-    req: Request<Incoming>,
-) -> Result<Response<http_body_util::combinators::BoxBody<Bytes, Infallible>>, Infallible> {
-    let grpc = req
-        .headers()
-        .get("content-type")
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-    let path = req.uri().path().to_owned();
-    let body = req.into_body().collect().await.unwrap().to_bytes();
-    let (message, transport) = if grpc {
-        assert_eq!(
-            path,
-            "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
-        );
-        // One length-prefixed message: compression flag, 4-byte length, the message.
-        let mut frame = body.clone();
-        assert_eq!(frame.get_u8(), 0, "uncompressed");
-        let len = frame.get_u32() as usize;
-        (frame.slice(..len), "grpc")
-    } else {
-        assert_eq!(path, "/v1/traces");
-        (body, "http")
-    };
-    let request = ExportTraceServiceRequest::decode(message).expect("an ExportTraceServiceRequest");
-    let mut received = Vec::new();
-    for resource_spans in request.resource_spans {
-        let resource: HashMap<String, String> = resource_spans
-            .resource
-            .map(|r| {
-                r.attributes
-                    .iter()
-                    .map(|kv| (kv.key.clone(), value(&kv.value)))
-                    .collect()
-            })
-            .unwrap_or_default();
-        for scope in resource_spans.scope_spans {
-            for span in scope.spans {
-                received.push(Received {
-                    span,
-                    resource: resource.clone(),
-                    transport,
-                });
-            }
-        }
-    }
-    store.lock().unwrap().extend(received);
-    // An empty ExportTraceServiceResponse.
-    let response = if grpc {
-        let mut trailers = http::HeaderMap::new();
-        trailers.insert("grpc-status", "0".parse().unwrap());
-        let frames = vec![
-            Ok::<_, Infallible>(hyper::body::Frame::data(Bytes::from_static(&[
-                0, 0, 0, 0, 0,
-            ]))),
-            Ok(hyper::body::Frame::trailers(trailers)),
-        ];
-        Response::builder()
-            .header("content-type", "application/grpc")
-            .body(http_body_util::StreamBody::new(futures_util::stream::iter(frames)).boxed())
-            .unwrap()
-    } else {
-        Response::builder()
-            .header("content-type", "application/x-protobuf")
-            .body(Body::new(Bytes::new()).boxed())
-            .unwrap()
-    };
-    Ok(response)
-}
 
 // ---------------------------------------------------------------- helpers
 
@@ -724,10 +490,7 @@ async fn spans_still_queued_are_sent_on_shutdown() {
     assert_eq!(r.status, 200);
     let (trace, _) = upstream_traceparent(&r);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(
-        receiver.spans.lock().unwrap().is_empty(),
-        "nothing sent yet"
-    );
+    assert!(receiver.spans().is_empty(), "nothing sent yet");
     proxy.signal("TERM");
     assert!(proxy.wait_exit(Duration::from_secs(10)).success());
     let spans = receiver
@@ -750,7 +513,7 @@ async fn export_to_a_collector_behind_tls() {
     // The collector's CA, as a deployment would mount it.
     let ca = m.dir.join("collector-ca.pem.txt");
     std::fs::write(&ca, &cert).unwrap();
-    let endpoint = format!("https://localhost:{}", receiver.addr.port());
+    let endpoint = format!("https://localhost:{}", receiver.addr().port());
     let ca = ca.to_str().unwrap();
     let mut env = FAST_EXPORT.to_vec();
     env.push(("SSL_CERT_FILE", ca));

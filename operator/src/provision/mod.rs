@@ -237,9 +237,23 @@ fn by_class_label<K: Resource>(child: K) -> Option<ObjectRef<IngressClass>> {
     Some(ObjectRef::new(class))
 }
 
-/// Brings the objects of one IngressClass to their rendered state.
-#[tracing::instrument(skip_all, fields(class = %class.name_any()))]
+/// Brings the objects of one IngressClass to their rendered state. Traced: a failed reconcile
+/// is an error span, each apply a child span.
+#[tracing::instrument(
+    skip_all,
+    fields(class = %class.name_any(), otel.status_description = tracing::field::Empty)
+)]
 pub async fn reconcile(class: Arc<IngressClass>, ctx: Arc<Context>) -> Result<Action> {
+    let result = reconcile_class(class, ctx).await;
+    if let Err(error) = &result {
+        let span = tracing::Span::current();
+        // An error status, with the reason.
+        span.record("otel.status_description", error.to_string());
+    }
+    result
+}
+
+async fn reconcile_class(class: Arc<IngressClass>, ctx: Arc<Context>) -> Result<Action> {
     if !is_ours(&class) {
         return Ok(Action::await_change());
     }
@@ -294,6 +308,7 @@ pub fn error_policy(class: Arc<IngressClass>, error: &Error, _ctx: Arc<Context>)
 
 /// Server-side apply of `object` under [`FIELD_MANAGER`], forcing conflicts: the operator owns
 /// these objects, and a field someone else changed is drift to repair.
+#[tracing::instrument(skip_all, fields(kind = %K::kind(&()), object = %object.name_any()))]
 async fn apply<K>(client: &Client, ns: &str, object: &K) -> Result<()>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>

@@ -444,3 +444,104 @@ async fn the_entry_points_can_be_spawned() {
         let _ = writer.update(&output).await;
     });
 }
+
+// ---------------------------------------------------------------------------------------------
+// Traces: what a collector receives of reconciles.
+
+#[tokio::test]
+async fn a_reconcile_is_a_span_with_its_applies_and_a_failed_one_is_an_error() {
+    use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
+    use portico_otlp::receiver::Receiver;
+    use portico_otlp::{ExportCounters, Flags, TraceSettings};
+    use tracing_subscriber::Registry;
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    let receiver = Receiver::start().await;
+    let flags = Flags {
+        endpoint: Some(receiver.url()),
+        ..Flags::default()
+    };
+    let resource = vec![("service.name".to_owned(), "portico-operator".to_owned())];
+    let settings = TraceSettings::resolve(&flags, resource, |_| None)
+        .unwrap()
+        .unwrap();
+    let counters = ExportCounters {
+        exported: Default::default(),
+        dropped: Default::default(),
+    };
+    let (provider, flusher) = portico_otlp::start(&settings, counters).unwrap();
+    let subscriber = Registry::default().with(crate::telemetry::span_layer(&provider));
+    let guard = tracing::subscriber::set_default(subscriber);
+
+    let (ctx, mut server) = context();
+    let scenario = async {
+        let (action, _) = tokio::join!(
+            reconcile(ingress_class("portico").build(), ctx.clone()),
+            expect_children(&mut server, "portico")
+        );
+        action.unwrap();
+        let refuse = async {
+            server
+                .expect(
+                    Method::PATCH,
+                    &apply_uri("/api/v1", "serviceaccounts/portico-proxy-edge"),
+                )
+                .await
+                .respond(
+                    403,
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                           "message": "forbidden", "reason": "Forbidden", "code": 403}),
+                );
+        };
+        let (result, ()) = tokio::join!(reconcile(ingress_class("edge").build(), ctx), refuse);
+        assert!(result.is_err());
+    };
+    within_a_second(scenario).await;
+    server.done().await;
+    drop(guard);
+    flusher.flush(Duration::from_secs(5)).await;
+
+    let spans = receiver
+        .wait_for("two reconcile spans", |spans| {
+            spans.iter().filter(|s| s.span.name == "reconcile").count() == 2
+        })
+        .await;
+    let reconcile_of = |class: &str| {
+        spans
+            .iter()
+            .find(|s| s.span.name == "reconcile" && s.attr("class").as_deref() == Some(class))
+            .unwrap_or_else(|| panic!("no reconcile span of {class}: {spans:#?}"))
+    };
+    let applies_of = |parent: &portico_otlp::receiver::Received| -> Vec<String> {
+        spans
+            .iter()
+            .filter(|s| s.span.name == "apply" && s.parent_id() == parent.span_id())
+            .map(|s| s.attr("kind").unwrap_or_default())
+            .collect()
+    };
+
+    let ok = reconcile_of("portico");
+    assert_eq!(ok.resource["service.name"], "portico-operator");
+    let status = ok.span.status.clone().unwrap_or_default();
+    assert_ne!(status.code, StatusCode::Error as i32, "{status:?}");
+    let mut kinds = applies_of(ok);
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [
+            "Deployment",
+            "PodDisruptionBudget",
+            "Service",
+            "ServiceAccount"
+        ]
+    );
+
+    let failed = reconcile_of("edge");
+    let status = failed.span.status.clone().unwrap_or_default();
+    assert_eq!(status.code, StatusCode::Error as i32, "{status:?}");
+    assert!(
+        status.message.contains("apply ServiceAccount"),
+        "{status:?}"
+    );
+    assert_eq!(applies_of(failed), ["ServiceAccount"]);
+}

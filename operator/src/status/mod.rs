@@ -32,6 +32,7 @@ use kube::{Client, Resource, ResourceExt};
 use portico_crds::{IngressPolicy, IngressPolicyStatus, ProxyClass, conditions};
 use portico_translate::Output;
 use serde_json::json;
+use tracing::Instrument as _;
 
 use crate::leader::Leadership;
 use crate::provision::{FIELD_MANAGER, object_name, proxy_class_name};
@@ -138,17 +139,32 @@ impl StatusWriter {
     }
 
     /// Writes the statuses and events of `output`. Objects that could not be written are
-    /// written by a later call; the error says how many and the first reason.
+    /// written by a later call; the error says how many and the first reason. Traced only when
+    /// this replica holds the Lease (the others write nothing).
     pub async fn update(&mut self, output: &Output) -> Result<(), Error> {
         if !self.leadership.is_leader() {
             self.ingresses.clear();
             self.policies.clear();
             return Ok(());
         }
-        let mut failures = Failures::default();
-        self.update_ingresses(output, &mut failures).await;
-        self.update_policies(output, &mut failures).await;
-        failures.into_result()
+        let span = tracing::info_span!(
+            "status write",
+            portico.ingresses = output.ingresses.len(),
+            otel.status_description = tracing::field::Empty,
+        );
+        async {
+            let mut failures = Failures::default();
+            self.update_ingresses(output, &mut failures).await;
+            self.update_policies(output, &mut failures).await;
+            let result = failures.into_result();
+            if let Err(error) = &result {
+                let span = tracing::Span::current();
+                span.record("otel.status_description", error.to_string());
+            }
+            result
+        }
+        .instrument(span)
+        .await
     }
 
     async fn update_ingresses(&mut self, output: &Output, failures: &mut Failures) {

@@ -13,7 +13,6 @@
 //! stdout never holds a request up.
 
 mod access_log;
-mod export;
 mod trace;
 
 use std::net::SocketAddr;
@@ -24,19 +23,15 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use opentelemetry::KeyValue;
-use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _, WithTonicConfig as _};
-use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use portico_api::Route;
+use portico_otlp::{ExportCounters, Flags, Flusher, TraceSettings};
 
 use crate::body::ProxyBody;
-use crate::cli::{AccessLogFormat, Cli, OtlpProtocol};
+use crate::cli::{AccessLogFormat, Cli};
 use crate::error::ProxyError;
 use crate::head_timeout::HeadTimer;
 use crate::metrics::{Metrics, Rejection, RouteLabels, RouteMetrics, StreamGuard};
 pub use access_log::{AccessLog, Entry};
-use export::{BatchSettings, Batcher, ExportCounters, Flusher};
 pub use trace::{ClientSpan, RequestHead, ServerSpan, Tracing, UpstreamTrace};
 
 /// Traces and access log, when at least one is on.
@@ -58,23 +53,11 @@ pub fn get() -> Option<&'static Telemetry> {
 /// What the command line and the `OTEL_*` environment ask for.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
+    /// `None`: tracing is off.
     pub traces: Option<TraceSettings>,
-    pub access_log: AccessLogFormat,
-}
-
-/// Where and how traces are exported.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TraceSettings {
-    /// The full URL: for HTTP, with its `/v1/traces` path.
-    pub endpoint: String,
-    pub protocol: OtlpProtocol,
-    /// Fraction of new traces recorded.
-    pub ratio: f64,
-    /// Follow the parent's decision when there is one.
-    pub parent_based: bool,
+    /// Continue an incoming trace context instead of starting a new trace.
     pub trust_context: bool,
-    pub resource: Vec<(String, String)>,
-    pub batch: BatchSettings,
+    pub access_log: AccessLogFormat,
 }
 
 /// Why the telemetry settings cannot be used.
@@ -82,7 +65,7 @@ pub struct TraceSettings {
 pub enum TelemetryError {
     #[error("{0}")]
     Invalid(String),
-    #[error("cannot set up the OTLP exporter: {0}")]
+    #[error("{0}")]
     Exporter(String),
     #[error("cannot start the access log writer: {0}")]
     AccessLog(#[source] std::io::Error),
@@ -91,191 +74,27 @@ pub enum TelemetryError {
 impl Settings {
     /// Settings from flags, falling back to the standard `OTEL_*` variables read by `env`.
     pub fn resolve(cli: &Cli, env: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
-        let env = |name: &str| env(name).filter(|v| !v.trim().is_empty());
-        let protocol = match cli.otlp_protocol {
-            Some(p) => p,
-            None => match env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
-                .or_else(|| env("OTEL_EXPORTER_OTLP_PROTOCOL"))
-                .as_deref()
-                .map(str::trim)
-            {
-                None | Some("http/protobuf") => OtlpProtocol::Http,
-                Some("grpc") => OtlpProtocol::Grpc,
-                Some(other) => {
-                    return Err(format!(
-                        "OTEL_EXPORTER_OTLP_PROTOCOL `{other}` is not supported (use grpc or http/protobuf)"
-                    ));
-                }
-            },
+        let flags = Flags {
+            endpoint: cli.otlp_endpoint.clone(),
+            protocol: cli.otlp_protocol,
+            sampling: cli.trace_sampling,
         };
-        // A signal-specific URL is used as it is; a base URL gets the signal's path (HTTP).
-        let endpoint = match (
-            &cli.otlp_endpoint,
-            env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
-        ) {
-            (Some(base), _) => Some(signal_url(base, protocol)),
-            (None, Some(full)) => Some(full),
-            (None, None) => env("OTEL_EXPORTER_OTLP_ENDPOINT").map(|b| signal_url(&b, protocol)),
-        };
-        let traces = match endpoint {
-            None => None,
-            Some(endpoint) => {
-                let uri: http::Uri = endpoint
-                    .parse()
-                    .map_err(|e| format!("invalid OTLP endpoint `{endpoint}`: {e}"))?;
-                if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
-                    return Err(format!(
-                        "invalid OTLP endpoint `{endpoint}`: expected http://HOST:PORT or https://HOST:PORT"
-                    ));
-                }
-                let (ratio, parent_based) = sampler(cli.trace_sampling, &env)?;
-                Some(TraceSettings {
-                    endpoint,
-                    protocol,
-                    ratio,
-                    parent_based,
-                    trust_context: cli.trust_trace_context,
-                    resource: resource(cli, &env),
-                    batch: batch(&env)?,
-                })
-            }
-        };
+        let mut resource = vec![
+            ("service.name".to_owned(), "portico-proxy".to_owned()),
+            (
+                "service.version".to_owned(),
+                env!("CARGO_PKG_VERSION").to_owned(),
+            ),
+        ];
+        if let Some(class) = &cli.class {
+            resource.push(("portico.ingress_class".to_owned(), class.clone()));
+        }
         Ok(Self {
-            traces,
+            traces: TraceSettings::resolve(&flags, resource, env)?,
+            trust_context: cli.trust_trace_context,
             access_log: cli.access_log,
         })
     }
-}
-
-fn signal_url(base: &str, protocol: OtlpProtocol) -> String {
-    let base = base.trim();
-    if protocol == OtlpProtocol::Grpc {
-        return base.to_owned();
-    }
-    match base.parse::<http::Uri>() {
-        Ok(uri) if uri.path() != "/" => base.to_owned(),
-        _ => format!("{}/v1/traces", base.trim_end_matches('/')),
-    }
-}
-
-/// `(ratio, parent_based)` from `--trace-sampling`, else `OTEL_TRACES_SAMPLER[_ARG]`.
-fn sampler(
-    flag: Option<f64>,
-    env: &impl Fn(&str) -> Option<String>,
-) -> Result<(f64, bool), String> {
-    if let Some(ratio) = flag {
-        return Ok((ratio, true));
-    }
-    let arg = || -> Result<f64, String> {
-        match env("OTEL_TRACES_SAMPLER_ARG") {
-            None => Ok(1.0),
-            Some(a) => {
-                crate::cli::parse_ratio(&a).map_err(|e| format!("OTEL_TRACES_SAMPLER_ARG: {e}"))
-            }
-        }
-    };
-    let name = env("OTEL_TRACES_SAMPLER");
-    Ok(match name.as_deref().map(str::trim) {
-        None | Some("parentbased_always_on") => (1.0, true),
-        Some("always_on") => (1.0, false),
-        Some("always_off") => (0.0, false),
-        Some("parentbased_always_off") => (0.0, true),
-        Some("traceidratio") => (arg()?, false),
-        Some("parentbased_traceidratio") => (arg()?, true),
-        Some(other) => {
-            return Err(format!(
-                "OTEL_TRACES_SAMPLER `{other}` is not supported (use always_on, always_off, traceidratio or their parentbased_ forms)"
-            ));
-        }
-    })
-}
-
-/// Resource attributes, later entries winning: ours, then `OTEL_RESOURCE_ATTRIBUTES`, then
-/// `OTEL_SERVICE_NAME`.
-fn resource(cli: &Cli, env: &impl Fn(&str) -> Option<String>) -> Vec<(String, String)> {
-    let mut attributes = vec![
-        ("service.name".to_owned(), "portico-proxy".to_owned()),
-        (
-            "service.version".to_owned(),
-            env!("CARGO_PKG_VERSION").to_owned(),
-        ),
-    ];
-    let pod = env("PORTICO_POD_NAME")
-        .or_else(|| env("HOSTNAME"))
-        .or_else(|| {
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .ok()
-                .map(|h| h.trim().to_owned())
-                .filter(|h| !h.is_empty())
-        });
-    if let Some(pod) = pod {
-        attributes.push(("k8s.pod.name".to_owned(), pod.clone()));
-        attributes.push(("service.instance.id".to_owned(), pod));
-    }
-    if let Some(class) = &cli.class {
-        attributes.push(("portico.ingress_class".to_owned(), class.clone()));
-    }
-    if let Some(extra) = env("OTEL_RESOURCE_ATTRIBUTES") {
-        for pair in extra.split(',') {
-            if let Some((k, v)) = pair.split_once('=') {
-                let (k, v) = (percent_decode(k.trim()), percent_decode(v.trim()));
-                if !k.is_empty() {
-                    attributes.push((k, v));
-                }
-            }
-        }
-    }
-    if let Some(name) = env("OTEL_SERVICE_NAME") {
-        attributes.push(("service.name".to_owned(), name));
-    }
-    attributes
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let Some(byte) = s
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(byte);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// `OTEL_BSP_*`: queue, batch, delay and timeout of the span export.
-fn batch(env: &impl Fn(&str) -> Option<String>) -> Result<BatchSettings, String> {
-    let mut settings = BatchSettings::default();
-    let number = |name: &str| -> Result<Option<u64>, String> {
-        env(name)
-            .map(|v| {
-                v.trim()
-                    .parse::<u64>()
-                    .map_err(|_| format!("{name} `{v}` is not a whole number"))
-            })
-            .transpose()
-    };
-    if let Some(n) = number("OTEL_BSP_MAX_QUEUE_SIZE")? {
-        settings.max_queue = (n as usize).max(1);
-    }
-    if let Some(n) = number("OTEL_BSP_MAX_EXPORT_BATCH_SIZE")? {
-        settings.max_batch = (n as usize).max(1);
-    }
-    if let Some(ms) = number("OTEL_BSP_SCHEDULE_DELAY")? {
-        settings.delay = Duration::from_millis(ms.max(1));
-    }
-    if let Some(ms) = number("OTEL_BSP_EXPORT_TIMEOUT")? {
-        settings.timeout = Duration::from_millis(ms.max(1));
-    }
-    Ok(settings)
 }
 
 /// Sets up traces and the access log. Runs inside the runtime (the exporter's client and the
@@ -286,15 +105,23 @@ pub fn init(settings: &Settings, metrics: &Metrics) -> Result<(), TelemetryError
     let (tracing, flusher) = match &settings.traces {
         None => (None, None),
         Some(traces) => {
-            let (tracing, flusher) = start_tracing(traces, metrics)?;
-            (Some(tracing), Some(flusher))
+            let counters = ExportCounters {
+                exported: metrics.spans_exported.clone(),
+                dropped: metrics.spans_dropped.clone(),
+            };
+            let (provider, flusher) =
+                portico_otlp::start(traces, counters).map_err(TelemetryError::Exporter)?;
+            (
+                Some(Tracing::new(provider, settings.trust_context)),
+                Some(flusher),
+            )
         }
     };
     if tracing.is_none() && access_log.is_none() {
         return Ok(());
     }
     if let Some(t) = &settings.traces {
-        ::tracing::info!(endpoint = %t.endpoint, protocol = ?t.protocol, ratio = t.ratio, trust = t.trust_context, "exporting traces over OTLP");
+        ::tracing::info!(endpoint = %t.endpoint, protocol = ?t.protocol, ratio = t.ratio, trust = settings.trust_context, "exporting traces over OTLP");
     }
     let _ = TELEMETRY.set(Telemetry {
         tracing,
@@ -302,95 +129,6 @@ pub fn init(settings: &Settings, metrics: &Metrics) -> Result<(), TelemetryError
         flusher,
     });
     Ok(())
-}
-
-fn start_tracing(
-    settings: &TraceSettings,
-    metrics: &Metrics,
-) -> Result<(Tracing, Flusher), TelemetryError> {
-    let builder = opentelemetry_otlp::SpanExporter::builder();
-    let exporter = match settings.protocol {
-        OtlpProtocol::Grpc => {
-            let builder = builder
-                .with_tonic()
-                .with_endpoint(&settings.endpoint)
-                .with_timeout(settings.batch.timeout);
-            if settings.endpoint.starts_with("https:") {
-                // The system's CA certificates (SSL_CERT_FILE and SSL_CERT_DIR are honoured).
-                let tls = opentelemetry_otlp::tonic_types::transport::ClientTlsConfig::new()
-                    .with_native_roots();
-                builder.with_tls_config(tls).build()
-            } else {
-                builder.build()
-            }
-        }
-        OtlpProtocol::Http => builder
-            .with_http()
-            .with_endpoint(&settings.endpoint)
-            .with_timeout(settings.batch.timeout)
-            .with_http_client(https_client(settings.batch.timeout))
-            .build(),
-    }
-    .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
-    let resource = Resource::builder_empty()
-        .with_attributes(
-            settings
-                .resource
-                .iter()
-                .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
-        )
-        .build();
-    let mut exporter = exporter;
-    opentelemetry_sdk::trace::SpanExporter::set_resource(&mut exporter, &resource);
-    let (batcher, flusher) = Batcher::start(
-        exporter,
-        settings.batch.clone(),
-        ExportCounters {
-            exported: metrics.spans_exported.clone(),
-            dropped: metrics.spans_dropped.clone(),
-        },
-    );
-    let ratio = Sampler::TraceIdRatioBased(settings.ratio);
-    let sampler = if settings.parent_based {
-        Sampler::ParentBased(Box::new(ratio))
-    } else {
-        ratio
-    };
-    let provider = SdkTracerProvider::builder()
-        .with_span_processor(batcher)
-        .with_sampler(sampler)
-        .with_resource(resource)
-        .build();
-    Ok((Tracing::new(provider, settings.trust_context), flusher))
-}
-
-/// The HTTP/protobuf exporter's client: HTTP/1.1, plain or TLS verified against the system's
-/// CAs (`SSL_CERT_FILE` and `SSL_CERT_DIR` are honoured).
-fn https_client(
-    timeout: Duration,
-) -> opentelemetry_http::hyper::HyperClient<
-    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-> {
-    let mut roots = rustls::RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    for e in &native.errors {
-        ::tracing::warn!(error = %e, "reading system root certificates");
-    }
-    roots.add_parsable_certificates(native.certs);
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("the aws-lc-rs provider supports the default protocol versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
-    http.enforce_http(false);
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
-    opentelemetry_http::hyper::HyperClient::new(https, timeout, None)
 }
 
 /// Sends the spans and access log lines still queued, waiting at most `timeout`.
@@ -639,7 +377,7 @@ mod tests {
     }
 
     #[test]
-    fn flags_win_over_the_environment() {
+    fn the_flags_reach_the_exporter_settings() {
         let s = resolve(
             &[
                 "--otlp-endpoint",
@@ -649,43 +387,20 @@ mod tests {
                 "--trace-sampling",
                 "0.25",
                 "--trust-trace-context",
+                "--class",
+                "edge",
             ],
             &[
                 ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://other:4318"),
-                ("OTEL_TRACES_SAMPLER", "always_off"),
+                ("OTEL_SERVICE_NAME", "gateway"),
             ],
         )
         .unwrap();
         let t = s.traces.unwrap();
         assert_eq!(t.endpoint, "http://jaeger:4317");
-        assert_eq!(t.protocol, OtlpProtocol::Grpc);
+        assert_eq!(t.protocol, portico_otlp::Protocol::Grpc);
         assert_eq!((t.ratio, t.parent_based), (0.25, true));
-        assert!(t.trust_context);
-    }
-
-    #[test]
-    fn the_standard_variables_configure_tracing() {
-        let s = resolve(
-            &[],
-            &[
-                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318/"),
-                ("OTEL_TRACES_SAMPLER", "traceidratio"),
-                ("OTEL_TRACES_SAMPLER_ARG", "0.1"),
-                ("OTEL_SERVICE_NAME", "edge"),
-                (
-                    "OTEL_RESOURCE_ATTRIBUTES",
-                    "deployment.environment=prod,team=a%2Cb",
-                ),
-                ("PORTICO_POD_NAME", "portico-0"),
-                ("OTEL_BSP_SCHEDULE_DELAY", "200"),
-            ],
-        )
-        .unwrap();
-        let t = s.traces.unwrap();
-        assert_eq!(t.endpoint, "http://collector:4318/v1/traces");
-        assert_eq!(t.protocol, OtlpProtocol::Http);
-        assert_eq!((t.ratio, t.parent_based), (0.1, false));
-        assert_eq!(t.batch.delay, Duration::from_millis(200));
+        assert!(s.trust_context);
         let get = |k: &str| {
             t.resource
                 .iter()
@@ -693,45 +408,9 @@ mod tests {
                 .find(|(key, _)| key == k)
                 .map(|(_, v)| v.as_str())
         };
-        assert_eq!(get("service.name"), Some("edge"));
-        assert_eq!(get("k8s.pod.name"), Some("portico-0"));
-        assert_eq!(get("team"), Some("a,b"));
-        assert_eq!(get("deployment.environment"), Some("prod"));
+        assert_eq!(get("service.name"), Some("gateway"));
         assert_eq!(get("service.version"), Some(env!("CARGO_PKG_VERSION")));
-    }
-
-    #[test]
-    fn a_traces_endpoint_is_used_as_it_is() {
-        let s = resolve(
-            &[],
-            &[
-                ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://c:4318/custom"),
-                ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
-            ],
-        )
-        .unwrap();
-        assert_eq!(s.traces.unwrap().endpoint, "http://c:4318/custom");
-    }
-
-    #[test]
-    fn bad_settings_are_explained() {
-        let e = resolve(&["--otlp-endpoint", "jaeger:4317"], &[]).unwrap_err();
-        assert!(e.contains("expected http://HOST:PORT"), "{e}");
-        let e = resolve(
-            &["--otlp-endpoint", "http://j:4318"],
-            &[("OTEL_TRACES_SAMPLER", "sometimes")],
-        )
-        .unwrap_err();
-        assert!(e.contains("OTEL_TRACES_SAMPLER"), "{e}");
-        let e = resolve(
-            &[],
-            &[
-                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://j:4318"),
-                ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
-            ],
-        )
-        .unwrap_err();
-        assert!(e.contains("http/json"), "{e}");
+        assert_eq!(get("portico.ingress_class"), Some("edge"));
     }
 
     #[test]

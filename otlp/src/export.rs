@@ -1,4 +1,4 @@
-//! Batch export of finished spans, off the request path.
+//! Batch export of finished spans, off the request path (and off the reconcile loop).
 //!
 //! Ending a span only tries to put it on a bounded queue: when the queue is full (the collector
 //! is slow or gone), the span is dropped and counted, and the request carries on. A task on the
