@@ -1,6 +1,7 @@
 //! `timeouts` and `retry`: the whole request within `timeouts.request` (retries included),
 //! each try within `retry.perTryTimeout` or `timeouts.backendRequest`, both until the response
-//! head arrives; 504 when one runs out.
+//! head arrives; 504 when one runs out. `timeouts.connect` and `timeouts.idle` go with the
+//! request to the upstream ([`RouteTimeouts`]), which enforces them on each try.
 //!
 //! A request is tried again only when all of these hold:
 //! - its method is idempotent (GET, HEAD, OPTIONS, TRACE, PUT, DELETE), or `nonIdempotent`;
@@ -28,7 +29,7 @@ use tower::{Layer, Service, ServiceExt};
 
 use super::{BoxFuture, Req, Res};
 use crate::error::{ProxyError, Result};
-use crate::upstream::RequestBody;
+use crate::upstream::{RequestBody, RouteTimeouts};
 
 /// Largest body kept in memory so that a request can be sent again.
 pub const MAX_REPLAY_BYTES: u64 = 64 * 1024;
@@ -40,6 +41,8 @@ const DEFAULT_BACKOFF_MAX: Duration = Duration::from_millis(250);
 struct Config {
     request_timeout: Option<Duration>,
     try_timeout: Option<Duration>,
+    /// Set on each request when the route has either.
+    upstream: Option<RouteTimeouts>,
     attempts: u32,
     on: Vec<RetryOn>,
     status_codes: Vec<u16>,
@@ -137,6 +140,12 @@ impl RetryLayer {
                     .and_then(|r| r.per_try_timeout_ms)
                     .or_else(|| timeouts.and_then(|t| t.backend_request_ms))
                     .map(ms),
+                upstream: timeouts
+                    .map(|t| RouteTimeouts {
+                        connect: t.connect_ms.map(ms),
+                        idle: t.idle_ms.map(ms),
+                    })
+                    .filter(|t| *t != RouteTimeouts::default()),
                 attempts: retry.map_or(0, |r| r.attempts),
                 on: retry.map(|r| r.on.clone()).unwrap_or_default(),
                 status_codes: retry.map(|r| r.status_codes.clone()).unwrap_or_default(),
@@ -196,7 +205,10 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Req) -> BoxFuture {
+    fn call(&mut self, mut req: Req) -> BoxFuture {
+        if let Some(upstream) = self.config.upstream {
+            req.extensions_mut().insert(upstream);
+        }
         let config = self.config.clone();
         let inner = self.inner.clone();
         Box::pin(async move {
@@ -351,7 +363,7 @@ fn retry_reason(config: &Config, outcome: &Result<Res>) -> Option<&'static str> 
                     | ProxyError::UpstreamTls(_)
             );
             let reset = matches!(e, ProxyError::UpstreamProtocol(_));
-            let timeout = matches!(e, ProxyError::UpstreamTimeout);
+            let timeout = matches!(e, ProxyError::UpstreamTimeout | ProxyError::UpstreamIdle);
             if connect && on(RetryOn::ConnectFailure) {
                 Some("connect-failure")
             } else if reset && (on(RetryOn::Reset) || on(RetryOn::RefusedStream)) {
