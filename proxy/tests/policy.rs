@@ -1194,7 +1194,13 @@ async fn connect_and_idle_timeouts_apply_per_route() {
     );
     m.write(
         "p-slow.yaml",
-        &policy("idle", "slow", "", "", "{timeouts: {idle: 400ms}}"),
+        &policy(
+            "idle",
+            "slow",
+            "",
+            "",
+            "{timeouts: {idle: 400ms, requestHeaders: 2s}}",
+        ),
     );
     m.write(
         "p-hung.yaml",
@@ -1229,6 +1235,29 @@ async fn connect_and_idle_timeouts_apply_per_route() {
         .await
         .expect("the route's idle timeout ends the body");
     assert!(body.is_err(), "a stalled body must not end cleanly");
+    // The same to an HTTP/2 client: its stream is reset, the connection stays usable.
+    let io =
+        hyper_util::rt::TokioIo::new(tokio::net::TcpStream::connect(proxy.http).await.unwrap());
+    let (mut h2, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let h2_get = |path: &str| {
+        Request::get(format!("http://slow.test{path}"))
+            .body(empty())
+            .unwrap()
+    };
+    let response = h2.send_request(h2_get("/stall-body")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body = tokio::time::timeout(Duration::from_secs(10), response.into_body().collect())
+        .await
+        .expect("the route's idle timeout ends the HTTP/2 stream");
+    assert!(body.is_err(), "a stalled body must not end cleanly");
+    let r = read(h2.send_request(h2_get("/upload")).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!((r.status, r.body.as_str()), (200, "got 0"));
     // Without the policy, the same stall is waited out (no default idle limit).
     let response = c.raw(get("plain.test", "/stall-body")).await;
     let waited =
@@ -1272,4 +1301,20 @@ async fn connect_and_idle_timeouts_apply_per_route() {
     let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
     let text = String::from_utf8_lossy(&out);
     assert!(text.starts_with("HTTP/1.1 504"), "{text}");
+
+    // requestHeaders cannot be per route (headers come before the route is known): the
+    // policy's status says so rather than pretending.
+    let status = c.get(proxy.admin, "admin", "/status").await.json();
+    let programmed = status["policies"]["default/idle"]["ancestors"][0]["conditions"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{status}"))
+        .iter()
+        .find(|c| c["type"] == "Programmed")
+        .unwrap_or_else(|| panic!("{status}"));
+    assert_eq!(programmed["reason"], "PartiallyProgrammed", "{status}");
+    let message = programmed["message"].as_str().unwrap();
+    assert!(
+        message.contains("defaults.timeouts.requestHeaders is not applied"),
+        "{message}"
+    );
 }
