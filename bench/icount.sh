@@ -41,35 +41,9 @@ wait_up() { for _ in $(seq 1 300); do curl -s -m 1 -o /dev/null -H "Host: $2" "h
 taskset -c 1 "$BIN/portico-sample-backend" --listen $UPSTREAM --name bench --workers 1 >"$WORK/upstream.log" 2>&1 &
 pids+=($!)
 bench/gen-ingresses.sh 1 "$WORK/manifests" "${UPSTREAM##*:}"
-mkdir -p "$WORK/nginx/logs" "$WORK/nginx/tmp"
-cat >"$WORK/nginx/nginx.conf" <<EOF
-daemon off;
-master_process off;
-worker_processes 1;
-worker_rlimit_nofile 16384;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/logs/error.log warn;
-events { worker_connections 8192; }
-http {
-    access_log off;
-    client_body_temp_path $WORK/nginx/tmp/body;
-    proxy_temp_path $WORK/nginx/tmp/proxy;
-    fastcgi_temp_path $WORK/nginx/tmp/fastcgi;
-    uwsgi_temp_path $WORK/nginx/tmp/uwsgi;
-    scgi_temp_path $WORK/nginx/tmp/scgi;
-    keepalive_requests 1000000;
-    upstream bench { server $UPSTREAM; keepalive 64; keepalive_requests 1000000; }
-    server {
-        listen $PROXY backlog=4096;
-        location / {
-            proxy_pass http://bench;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host \$host;
-        }
-    }
-}
-EOF
+# shellcheck source=bench/nginx.conf.sh
+. bench/nginx.conf.sh
+nginx_conf --no-master "$WORK/nginx" $UPSTREAM $PROXY
 
 # start WRAPPER... : the proxy under a tool; sets PROXY_PID.
 start() {

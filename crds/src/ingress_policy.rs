@@ -430,13 +430,21 @@ pub struct TimeoutPolicy {
     /// One try to the backend (504 when exceeded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend_request: Option<Duration>,
-    /// TCP and TLS connect to an endpoint.
+    /// TCP and TLS connect to an endpoint, when a request needs a new connection (default:
+    /// the proxy's --connect-timeout). Running out answers 504 and ejects the endpoint for a
+    /// while, like a refused connection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connect: Option<Duration>,
-    /// Idle time before a stream or keep-alive connection is closed.
+    /// The longest nothing may move between the proxy and the backend during a request, in
+    /// either direction (request body sent, response head or body received). Before the
+    /// response head: 504; after it: the response is cut short (the client's connection closed
+    /// or its HTTP/2 stream reset). Unset: no limit. Upgraded (WebSocket) connections are not
+    /// watched.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle: Option<Duration>,
-    /// Time a client has to send the request headers (slow clients get 408).
+    /// Not applied per route: request headers are read before the route is known, so every
+    /// request gets the proxy's --header-read-timeout (408 when exceeded). A policy that sets
+    /// it is reported as PartiallyProgrammed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_headers: Option<Duration>,
 }

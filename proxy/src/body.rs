@@ -3,16 +3,29 @@
 //! An enum rather than a boxed body so that no response allocates for its body. While an
 //! upstream body streams, polling it drives the HTTP/1.1 connection its [`Lease`] holds; when
 //! the body ends, the lease hands the connection back to the pool; when the body is dropped
-//! early, the lease drops the connection instead.
+//! early, the lease drops the connection instead. Under the route's `timeouts.idle`, a body
+//! that receives nothing for that long fails, which aborts the client's stream.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
-use crate::upstream::Lease;
+use crate::upstream::{IdleWatch, Lease};
+
+/// Why a response body stopped short.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    /// The upstream connection or stream failed.
+    #[error(transparent)]
+    Upstream(#[from] hyper::Error),
+    /// Nothing arrived for the route's `timeouts.idle`.
+    #[error("upstream sent nothing for {0:?}: stream aborted")]
+    Idle(Duration),
+}
 
 /// Body of every response the proxy sends.
 #[derive(Debug)]
@@ -38,6 +51,8 @@ enum Kind {
         body: Incoming,
         /// Released at the end of the stream, dropped with the body otherwise.
         lease: Option<Lease>,
+        /// The route's idle timeout, if it has one.
+        idle: Option<Box<IdleWatch>>,
     },
 }
 
@@ -64,9 +79,21 @@ impl ProxyBody {
     pub fn upstream(body: Incoming, lease: Lease) -> Self {
         let lease = (!body.is_end_stream()).then_some(lease);
         Self {
-            kind: Kind::Upstream { body, lease },
+            kind: Kind::Upstream {
+                body,
+                lease,
+                idle: None,
+            },
             guard: None,
         }
+    }
+
+    /// Fails the body once nothing has arrived for the watch's limit (an upstream body only).
+    pub fn with_idle(mut self, watch: IdleWatch) -> Self {
+        if let Kind::Upstream { idle, .. } = &mut self.kind {
+            *idle = Some(Box::new(watch));
+        }
+        self
     }
 
     /// Keeps `guard` alive until the body is dropped (after its last frame, or when the client
@@ -79,15 +106,16 @@ impl ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = StreamError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match &mut self.get_mut().kind {
+    ) -> Poll<Option<Result<Frame<Bytes>, StreamError>>> {
+        let this = self.get_mut();
+        match &mut this.kind {
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Kind::Upstream { body, lease } => {
+            Kind::Upstream { body, lease, idle } => {
                 let mut polled = Pin::new(&mut *body).poll_frame(cx);
                 // Nothing buffered: the connection reads more into the body, in this task.
                 if polled.is_pending() && lease.as_mut().is_some_and(|l| l.drive(cx)) {
@@ -105,9 +133,24 @@ impl Body for ProxyBody {
                         }
                     }
                     Poll::Ready(Some(Err(_))) => drop(lease.take()),
-                    _ => {}
+                    Poll::Pending => {
+                        if let Some(watch) = idle
+                            && watch.poll_expired(cx).is_ready()
+                        {
+                            let limit = watch.limit();
+                            tracing::debug!(?limit, "upstream idle mid-body: aborting the stream");
+                            // The body and its connection, mid-exchange, are dropped: closed,
+                            // never pooled.
+                            this.kind = Kind::Full(None);
+                            return Poll::Ready(Some(Err(StreamError::Idle(limit))));
+                        }
+                    }
+                    Poll::Ready(Some(Ok(_))) => {}
                 }
-                polled
+                if let (Poll::Ready(Some(Ok(_))), Some(watch)) = (&polled, idle) {
+                    watch.touch();
+                }
+                polled.map(|f| f.map(|r| r.map_err(StreamError::from)))
             }
         }
     }

@@ -38,6 +38,10 @@ pub enum ProxyError {
     /// The backend did not answer within the route's request timeout.
     #[error("upstream request timeout")]
     UpstreamTimeout,
+    /// Nothing moved between the proxy and the backend for the route's idle timeout before
+    /// the response head arrived.
+    #[error("upstream idle timeout")]
+    UpstreamIdle,
     /// The route's policy could not be built; the route fails closed.
     #[error("policy not usable: {0}")]
     PolicyUnusable(std::sync::Arc<str>),
@@ -80,7 +84,9 @@ impl ProxyError {
             Self::UpstreamConnect(_) | Self::UpstreamTls(_) | Self::UpstreamProtocol(_) => {
                 StatusCode::BAD_GATEWAY
             }
-            Self::UpstreamConnectTimeout | Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::UpstreamConnectTimeout | Self::UpstreamTimeout | Self::UpstreamIdle => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -101,7 +107,9 @@ impl ProxyError {
             Self::Overloaded => "overloaded\n",
             Self::UpstreamConnect(_) | Self::UpstreamTls(_) => "upstream connect error\n",
             Self::UpstreamProtocol(_) => "upstream protocol error\n",
-            Self::UpstreamConnectTimeout | Self::UpstreamTimeout => "upstream timeout\n",
+            Self::UpstreamConnectTimeout | Self::UpstreamTimeout | Self::UpstreamIdle => {
+                "upstream timeout\n"
+            }
             Self::RateLimited(_) => "too many requests\n",
             Self::Forbidden(_) => "forbidden\n",
             Self::PayloadTooLarge => "request body too large\n",
@@ -127,6 +135,7 @@ impl ProxyError {
             Self::UpstreamTls(_) => "upstream_tls",
             Self::UpstreamProtocol(_) => "upstream_protocol",
             Self::UpstreamTimeout => "upstream_timeout",
+            Self::UpstreamIdle => "upstream_idle",
             Self::RateLimited(_) => "rate_limited",
             Self::Forbidden(_) => "forbidden",
             Self::PayloadTooLarge => "payload_too_large",
@@ -228,6 +237,7 @@ mod tests {
         assert_eq!(ProxyError::NoEndpoints.status(), 503);
         assert_eq!(ProxyError::AllEjected.status(), 503);
         assert_eq!(ProxyError::UpstreamConnectTimeout.status(), 504);
+        assert_eq!(ProxyError::UpstreamIdle.status(), 504);
         assert_eq!(ProxyError::BadRequest("x").status(), 400);
         assert_eq!(ProxyError::Misdirected.status(), 421);
         assert_eq!(ProxyError::Internal("x").status(), 500);

@@ -1081,3 +1081,240 @@ async fn the_proxy_protocol_names_the_client() {
     let text = exchange("", "/").await;
     assert_eq!(text, "");
 }
+
+/// A backend on raw sockets that misbehaves by path, one request per connection (answers say
+/// `connection: close`):
+/// `/stall-head` never answers, `/stall-body` sends its head and 5 of 100 bytes then nothing,
+/// `/trickle` sends eight one-byte chunks 150 ms apart; anything else answers 200 once it has
+/// read the request's `Content-Length` body.
+async fn stalling_backend() -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let head_end = loop {
+                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                };
+                let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+                let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map_or(0, |v| v.trim().parse().unwrap());
+                while buf.len() < head_end + length {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let hold = Duration::from_secs(30);
+                match path.as_str() {
+                    "/stall-head" => tokio::time::sleep(hold).await,
+                    "/stall-body" => {
+                        let _ = s
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nhello")
+                            .await;
+                        tokio::time::sleep(hold).await;
+                    }
+                    "/trickle" => {
+                        let _ = s
+                            .write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n")
+                            .await;
+                        for _ in 0..8 {
+                            tokio::time::sleep(Duration::from_millis(150)).await;
+                            let _ = s.write_all(b"1\r\nx\r\n").await;
+                        }
+                        let _ = s.write_all(b"0\r\n\r\n").await;
+                    }
+                    _ => {
+                        let body = format!("got {length}");
+                        let _ = s
+                            .write_all(
+                                format!(
+                                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                                    body.len()
+                                )
+                                .as_bytes(),
+                            )
+                            .await;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A TLS "backend" that accepts TCP connections and never answers the ClientHello: only a
+/// connect timeout ends the wait.
+async fn mute_tls_backend() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_and_idle_timeouts_apply_per_route() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let raw = stalling_backend().await;
+    let mute = mute_tls_backend().await;
+    let m = Manifests::new();
+    m.write("svc-raw.yaml", &service("raw", &[raw.port()], None));
+    m.write(
+        "svc-mute.yaml",
+        &service("mute", &[mute.port()], Some("https")),
+    );
+    m.write(
+        "slow.yaml",
+        &ingress("slow", "slow.test", &[("/", "Prefix", "raw")]),
+    );
+    m.write(
+        "plain.yaml",
+        &ingress("plain", "plain.test", &[("/", "Prefix", "raw")]),
+    );
+    m.write(
+        "hung.yaml",
+        &ingress("hung", "hung.test", &[("/", "Prefix", "mute")]),
+    );
+    m.write(
+        "p-slow.yaml",
+        &policy(
+            "idle",
+            "slow",
+            "",
+            "",
+            "{timeouts: {idle: 400ms, requestHeaders: 2s}}",
+        ),
+    );
+    m.write(
+        "p-hung.yaml",
+        &policy("connect", "hung", "", "", "{timeouts: {connect: 300ms}}"),
+    );
+    // Proxy-wide limits far beyond the test's patience: only the routes' own can answer.
+    let proxy = Proxy::start(&m.dir, &["--connect-timeout", "60s"]).await;
+    let c = Client::new();
+    let uri = |path: &str| format!("http://{}{path}", proxy.http);
+    let get = |host: &str, path: &str| {
+        Request::get(uri(path))
+            .header("host", host)
+            .body(empty())
+            .unwrap()
+    };
+
+    // connect: the TLS handshake never completes; 504 well before --connect-timeout.
+    let r = tokio::time::timeout(Duration::from_secs(10), c.send(get("hung.test", "/")))
+        .await
+        .expect("the route's connect timeout answers")
+        .unwrap();
+    assert_eq!((r.status, r.body.as_str()), (504, "upstream timeout\n"));
+    // It counts as a connect failure: the only endpoint is ejected, so the next request is
+    // refused at once without waiting again.
+    let r = c.send(get("hung.test", "/")).await.unwrap();
+    assert_eq!((r.status, r.body.as_str()), (503, "no healthy endpoints\n"));
+
+    // idle: headers, 5 of 100 bytes, then silence: the client's response is cut short.
+    let response = c.raw(get("slow.test", "/stall-body")).await;
+    assert_eq!(response.status(), 200);
+    let body = tokio::time::timeout(Duration::from_secs(10), response.into_body().collect())
+        .await
+        .expect("the route's idle timeout ends the body");
+    assert!(body.is_err(), "a stalled body must not end cleanly");
+    // The same to an HTTP/2 client: its stream is reset, the connection stays usable.
+    let io =
+        hyper_util::rt::TokioIo::new(tokio::net::TcpStream::connect(proxy.http).await.unwrap());
+    let (mut h2, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let h2_get = |path: &str| {
+        Request::get(format!("http://slow.test{path}"))
+            .body(empty())
+            .unwrap()
+    };
+    let response = h2.send_request(h2_get("/stall-body")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body = tokio::time::timeout(Duration::from_secs(10), response.into_body().collect())
+        .await
+        .expect("the route's idle timeout ends the HTTP/2 stream");
+    assert!(body.is_err(), "a stalled body must not end cleanly");
+    let r = read(h2.send_request(h2_get("/upload")).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!((r.status, r.body.as_str()), (200, "got 0"));
+    // Without the policy, the same stall is waited out (no default idle limit).
+    let response = c.raw(get("plain.test", "/stall-body")).await;
+    let waited =
+        tokio::time::timeout(Duration::from_millis(1_500), response.into_body().collect()).await;
+    assert!(waited.is_err(), "no idle limit without the policy");
+
+    // idle before the response head: 504.
+    let r = tokio::time::timeout(
+        Duration::from_secs(10),
+        c.send(get("slow.test", "/stall-head")),
+    )
+    .await
+    .expect("the route's idle timeout answers")
+    .unwrap();
+    assert_eq!((r.status, r.body.as_str()), (504, "upstream timeout\n"));
+
+    // A response that keeps moving is not idle, however long it takes in all (1.2 s > 400 ms).
+    let r = c.send(get("slow.test", "/trickle")).await.unwrap();
+    assert_eq!((r.status, r.body.as_str()), (200, "xxxxxxxx"));
+
+    // The request body counts too: sent slowly, it keeps the exchange alive before any answer.
+    let mut s = tokio::net::TcpStream::connect(proxy.http).await.unwrap();
+    s.write_all(b"POST /upload HTTP/1.1\r\nHost: slow.test\r\nContent-Length: 8\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        s.write_all(b"y").await.unwrap();
+    }
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.ends_with("got 8"), "{text}");
+    // ... and a client that stops sending its body mid-way gets 504.
+    let mut s = tokio::net::TcpStream::connect(proxy.http).await.unwrap();
+    s.write_all(b"POST /upload HTTP/1.1\r\nHost: slow.test\r\nContent-Length: 8\r\n\r\nyyy")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 504"), "{text}");
+
+    // requestHeaders cannot be per route (headers come before the route is known): the
+    // policy's status says so rather than pretending.
+    let status = c.get(proxy.admin, "admin", "/status").await.json();
+    let programmed = status["policies"]["default/idle"]["ancestors"][0]["conditions"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{status}"))
+        .iter()
+        .find(|c| c["type"] == "Programmed")
+        .unwrap_or_else(|| panic!("{status}"));
+    assert_eq!(programmed["reason"], "PartiallyProgrammed", "{status}");
+    let message = programmed["message"].as_str().unwrap();
+    assert!(
+        message.contains("defaults.timeouts.requestHeaders is not applied"),
+        "{message}"
+    );
+}

@@ -55,13 +55,16 @@ pub struct Timeouts {
     /// One try to the backend: 504 when exceeded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backend_request_ms: Option<u64>,
-    /// TCP (and TLS) connect to an endpoint.
+    /// TCP (and TLS) connect to an endpoint: 504 and the endpoint ejected when exceeded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub connect_ms: Option<u64>,
-    /// Idle time on a stream or keep-alive connection before it is closed.
+    /// Longest silence between proxy and backend within one try, either direction: 504 before
+    /// the response head, the response cut short after it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idle_ms: Option<u64>,
-    /// Time a client has to send the request headers: 408 and close.
+    /// Time a client has to send the request headers. Not enforced per route (the headers are
+    /// read before the route is known; `--header-read-timeout` applies); the translator says
+    /// so in the policy's status.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_headers_ms: Option<u64>,
 }

@@ -13,7 +13,8 @@
 //! authentication      auth::AuthLayer              401 / the external service's answer
 //! rateLimit PostAuth  rate_limit::RateLimitLayer   keys from the identity (JWT claim, API key)
 //! headers             headers::HeadersLayer        request edits; response edits on return
-//! timeouts, retry     retry::RetryLayer            504, tries within the retry budget
+//! timeouts, retry     retry::RetryLayer            504, tries within the retry budget; hands
+//!                                                  connect and idle limits to the upstream
 //! upstream            dispatch::Forward
 //! ```
 //!

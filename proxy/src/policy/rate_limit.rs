@@ -26,14 +26,16 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, DefaultClock, Reference};
 use governor::middleware::NoOpMiddleware;
-use governor::state::keyed::DashMapStateStore;
+use governor::nanos::Nanos;
+use governor::state::keyed::{DashMapStateStore, ShrinkableKeyedStateStore};
+use governor::state::{InMemoryState, NotKeyed, StateStore};
 use governor::{Quota, RateLimiter};
 pub use portico_api::policy::Stage;
 use portico_api::policy::{
@@ -79,8 +81,62 @@ impl Key {
     }
 }
 
-type Limiter<C> =
-    RateLimiter<Key, DashMapStateStore<Key>, C, NoOpMiddleware<<C as Clock>::Instant>>;
+type Limiter<C> = RateLimiter<Key, CountedStore, C, NoOpMiddleware<<C as Clock>::Instant>>;
+
+/// governor's DashMap store with a count of its keys kept as they come and go, so that the
+/// key bound is checked in O(1) on every request; `DashMap::len` locks every shard.
+#[derive(Debug, Default)]
+struct CountedStore {
+    cells: DashMapStateStore<Key>,
+    keys: AtomicUsize,
+}
+
+impl StateStore for CountedStore {
+    type Key = Key;
+
+    fn measure_and_replace<T, F, E>(&self, key: &Key, f: F) -> std::result::Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> std::result::Result<(T, Nanos), E>,
+    {
+        if let Some(cell) = self.cells.get(key) {
+            return cell.measure_and_replace(&NotKeyed::NonKey, f);
+        }
+        let cell = self.cells.entry(key.clone()).or_insert_with(|| {
+            self.keys.fetch_add(1, Ordering::Relaxed);
+            InMemoryState::default()
+        });
+        cell.measure_and_replace(&NotKeyed::NonKey, f)
+    }
+}
+
+impl ShrinkableKeyedStateStore<Key> for CountedStore {
+    fn retain_recent(&self, drop_below: Nanos) {
+        self.cells.retain(|_, cell| {
+            // Reads the cell's time without changing it (an `Err` decision stores nothing).
+            let older = cell
+                .measure_and_replace(&NotKeyed::NonKey, |at| {
+                    Err::<((), Nanos), bool>(at.unwrap_or_default() <= drop_below)
+                })
+                .unwrap_err();
+            if older {
+                self.keys.fetch_sub(1, Ordering::Relaxed);
+            }
+            !older
+        });
+    }
+
+    fn shrink_to_fit(&self) {
+        self.cells.shrink_to_fit();
+    }
+
+    fn len(&self) -> usize {
+        self.keys.load(Ordering::Relaxed)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
 
 /// One GCRA bucket: a cell per key.
 #[derive(Debug)]
@@ -112,7 +168,7 @@ impl<C: Clock + Clone> LocalBucket<C> {
             .allow_burst(NonZeroU32::new(requests.saturating_add(burst))?);
         (requests > 0 && period_ms > 0).then(|| Self {
             fingerprint: (requests, period_ms, burst),
-            limiter: RateLimiter::dashmap_with_clock(quota, clock.clone()),
+            limiter: RateLimiter::new(quota, CountedStore::default(), clock.clone()),
             created: clock.now(),
             clock,
             max_keys,
@@ -666,6 +722,25 @@ mod tests {
         clock.advance(Duration::from_secs(60));
         let burst = (0..100).filter(|_| b.check(ip()).is_ok()).count();
         assert_eq!(burst, 12);
+    }
+
+    #[test]
+    fn the_key_count_follows_the_cells() {
+        let store = CountedStore::default();
+        let touch = |key: Key, at: u64| {
+            store
+                .measure_and_replace(&key, |_| Ok::<_, ()>(((), Nanos::from(at))))
+                .unwrap();
+        };
+        for i in 0..100u32 {
+            touch(Key::Ip(IpAddr::from(i.to_be_bytes())), 10);
+        }
+        touch(Key::Global, 50);
+        touch(Key::Ip(IpAddr::from(7u32.to_be_bytes())), 50);
+        assert_eq!((store.len(), store.cells.len()), (101, 101));
+        store.retain_recent(Nanos::from(20));
+        assert_eq!((store.len(), store.cells.len()), (2, 2));
+        assert!(!store.is_empty());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `timeouts` and `retry`: the whole request within `timeouts.request` (retries included),
 //! each try within `retry.perTryTimeout` or `timeouts.backendRequest`, both until the response
-//! head arrives; 504 when one runs out.
+//! head arrives; 504 when one runs out. `timeouts.connect` and `timeouts.idle` go with the
+//! request to the upstream ([`RouteTimeouts`]), which enforces them on each try.
 //!
 //! A request is tried again only when all of these hold:
 //! - its method is idempotent (GET, HEAD, OPTIONS, TRACE, PUT, DELETE), or `nonIdempotent`;
@@ -28,7 +29,7 @@ use tower::{Layer, Service, ServiceExt};
 
 use super::{BoxFuture, Req, Res};
 use crate::error::{ProxyError, Result};
-use crate::upstream::RequestBody;
+use crate::upstream::{RequestBody, RouteTimeouts};
 
 /// Largest body kept in memory so that a request can be sent again.
 pub const MAX_REPLAY_BYTES: u64 = 64 * 1024;
@@ -40,6 +41,8 @@ const DEFAULT_BACKOFF_MAX: Duration = Duration::from_millis(250);
 struct Config {
     request_timeout: Option<Duration>,
     try_timeout: Option<Duration>,
+    /// Set on each request when the route has either.
+    upstream: Option<RouteTimeouts>,
     attempts: u32,
     on: Vec<RetryOn>,
     status_codes: Vec<u16>,
@@ -52,10 +55,11 @@ struct Config {
 /// Retry tokens: deposits per request, a steady trickle per second, withdrawals per retry.
 #[derive(Debug)]
 pub struct Budget {
-    settings: (u32, u32),
-    ratio: f64,
-    per_second: f64,
-    cap: f64,
+    /// Hundredths of a token deposited per request.
+    percent: u32,
+    /// Tokens arriving each second.
+    min_per_second: u32,
+    /// Tokens, and when the trickle was last added.
     state: Mutex<(f64, Instant)>,
 }
 
@@ -69,46 +73,48 @@ pub struct Budgets {
 impl Budgets {
     /// The budget of `route` for `retry`'s settings.
     pub fn get(&self, route: &str, retry: Option<&Retry>) -> Arc<Budget> {
-        let spec = retry.and_then(|r| r.budget.as_ref());
-        let (percent, min) = (
-            spec.map_or(20, |b| b.percent),
-            spec.map_or(10, |b| b.min_per_second),
-        );
+        let budget = Budget::of(retry);
         let mut by_route = self.by_route.lock().unwrap();
         by_route.retain(|_, b| b.strong_count() > 0);
         if let Some(existing) = by_route.get(route).and_then(Weak::upgrade)
-            && existing.settings == (percent, min)
+            && (existing.percent, existing.min_per_second)
+                == (budget.percent, budget.min_per_second)
         {
             return existing;
         }
-        let budget = Arc::new(Budget::new(percent, min));
+        let budget = Arc::new(budget);
         by_route.insert(route.to_owned(), Arc::downgrade(&budget));
         budget
     }
 }
 
 impl Budget {
-    fn new(percent: u32, min_per_second: u32) -> Self {
-        let per_second = f64::from(min_per_second);
+    /// A fresh budget for `retry`'s settings (by default 20% and 10/s).
+    fn of(retry: Option<&Retry>) -> Self {
+        let spec = retry.and_then(|r| r.budget.as_ref());
+        let min_per_second = spec.map_or(10, |b| b.min_per_second);
         Self {
-            settings: (percent, min_per_second),
-            ratio: f64::from(percent) / 100.0,
-            per_second,
-            cap: (per_second * 10.0).max(10.0),
+            percent: spec.map_or(20, |b| b.percent),
+            min_per_second,
             // Starts with a second's worth, so the first failures can be retried.
-            state: Mutex::new((per_second, Instant::now())),
+            state: Mutex::new((f64::from(min_per_second), Instant::now())),
         }
+    }
+
+    /// At most ten seconds' worth of tokens (and at least ten) are kept.
+    fn cap(&self) -> f64 {
+        (f64::from(self.min_per_second) * 10.0).max(10.0)
     }
 
     fn deposit(&self) {
         let mut s = self.state.lock().unwrap();
-        s.0 = (s.0 + self.ratio).min(self.cap);
+        s.0 = (s.0 + f64::from(self.percent) / 100.0).min(self.cap());
     }
 
     fn withdraw(&self, now: Instant) -> bool {
         let mut s = self.state.lock().unwrap();
         let elapsed = now.saturating_duration_since(s.1).as_secs_f64();
-        s.0 = (s.0 + elapsed * self.per_second).min(self.cap);
+        s.0 = (s.0 + elapsed * f64::from(self.min_per_second)).min(self.cap());
         s.1 = now;
         if s.0 >= 1.0 {
             s.0 -= 1.0;
@@ -128,7 +134,6 @@ pub struct RetryLayer {
 impl RetryLayer {
     pub fn new(timeouts: Option<&Timeouts>, retry: Option<&Retry>) -> Self {
         let ms = Duration::from_millis;
-        let budget = retry.and_then(|r| r.budget.as_ref());
         let backoff = retry.and_then(|r| r.backoff.as_ref());
         Self {
             config: Arc::new(Config {
@@ -137,6 +142,12 @@ impl RetryLayer {
                     .and_then(|r| r.per_try_timeout_ms)
                     .or_else(|| timeouts.and_then(|t| t.backend_request_ms))
                     .map(ms),
+                upstream: timeouts
+                    .map(|t| RouteTimeouts {
+                        connect: t.connect_ms.map(ms),
+                        idle: t.idle_ms.map(ms),
+                    })
+                    .filter(|t| *t != RouteTimeouts::default()),
                 attempts: retry.map_or(0, |r| r.attempts),
                 on: retry.map(|r| r.on.clone()).unwrap_or_default(),
                 status_codes: retry.map(|r| r.status_codes.clone()).unwrap_or_default(),
@@ -149,10 +160,7 @@ impl RetryLayer {
                     .filter(|d| !d.is_zero())
                     .unwrap_or(DEFAULT_BACKOFF_MAX),
                 non_idempotent: retry.is_some_and(|r| r.non_idempotent),
-                budget: Arc::new(Budget::new(
-                    budget.map_or(20, |b| b.percent),
-                    budget.map_or(10, |b| b.min_per_second),
-                )),
+                budget: Arc::new(Budget::of(retry)),
             }),
         }
     }
@@ -196,7 +204,10 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Req) -> BoxFuture {
+    fn call(&mut self, mut req: Req) -> BoxFuture {
+        if let Some(upstream) = self.config.upstream {
+            req.extensions_mut().insert(upstream);
+        }
         let config = self.config.clone();
         let inner = self.inner.clone();
         Box::pin(async move {
@@ -351,7 +362,7 @@ fn retry_reason(config: &Config, outcome: &Result<Res>) -> Option<&'static str> 
                     | ProxyError::UpstreamTls(_)
             );
             let reset = matches!(e, ProxyError::UpstreamProtocol(_));
-            let timeout = matches!(e, ProxyError::UpstreamTimeout);
+            let timeout = matches!(e, ProxyError::UpstreamTimeout | ProxyError::UpstreamIdle);
             if connect && on(RetryOn::ConnectFailure) {
                 Some("connect-failure")
             } else if reset && (on(RetryOn::Reset) || on(RetryOn::RefusedStream)) {

@@ -26,7 +26,7 @@ use http_body::{Body, Frame, SizeHint};
 use portico_api::Route;
 use portico_otlp::{ExportCounters, Flags, Flusher, TraceSettings};
 
-use crate::body::ProxyBody;
+use crate::body::{ProxyBody, StreamError};
 use crate::cli::{AccessLogFormat, Cli};
 use crate::error::ProxyError;
 use crate::head_timeout::HeadTimer;
@@ -291,12 +291,12 @@ impl ResponseBody {
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = StreamError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, StreamError>>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         if let Some(finish) = &mut this.finish {

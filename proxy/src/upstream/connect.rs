@@ -78,13 +78,16 @@ impl Connector {
         }
     }
 
-    /// Connects to `addr` and speaks `protocol`.
+    /// Connects to `addr` and speaks `protocol`, within `timeout` (the route's
+    /// `timeouts.connect`) or else the connector's own.
     pub async fn connect(
         &self,
         addr: SocketAddr,
         protocol: AppProtocol,
+        timeout: Option<Duration>,
     ) -> Result<Conn, ConnectError> {
-        tokio::time::timeout(self.connect_timeout, self.connect_inner(addr, protocol))
+        let timeout = timeout.unwrap_or(self.connect_timeout);
+        tokio::time::timeout(timeout, self.connect_inner(addr, protocol))
             .await
             .map_err(|_| ConnectError::Timeout)?
     }

@@ -113,15 +113,20 @@ impl Endpoint {
         tracing::warn!(endpoint = %self.addr, ?duration, "endpoint ejected");
     }
 
-    /// A connection: an idle or shared one if there is one, else a new one. The duration is
-    /// how long a reused HTTP/1.1 connection sat idle (zero otherwise).
-    pub async fn checkout(&self, connector: &Connector) -> Result<(Conn, Duration), ConnectError> {
+    /// A connection: an idle or shared one if there is one, else a new one, opened within
+    /// `connect_timeout` if given. The duration is how long a reused HTTP/1.1 connection sat
+    /// idle (zero otherwise).
+    pub async fn checkout(
+        &self,
+        connector: &Connector,
+        connect_timeout: Option<Duration>,
+    ) -> Result<(Conn, Duration), ConnectError> {
         if let Some(reused) = self.reuse().await {
             return Ok(reused);
         }
         // Boxed: connecting (TCP, TLS, handshake) is a large future and a rare one; inline,
         // it would make every request's future as large, and moving that costs on each request.
-        let conn = Box::pin(connector.connect(self.addr, self.protocol)).await?;
+        let conn = Box::pin(connector.connect(self.addr, self.protocol, connect_timeout)).await?;
         if let Conn::H2(sender) = &conn {
             *self.h2.lock().unwrap() = Some(sender.clone());
         }

@@ -6,11 +6,16 @@
 //! ```
 //!
 //! A connection that is refused ejects its endpoint for [`EJECT_FOR`] and the request goes to
-//! another endpoint: nothing was sent, so the retry is safe for any method.
+//! another endpoint: nothing was sent, so the retry is safe for any method. A connect that
+//! times out ejects the endpoint too.
+//!
+//! A route's `timeouts.connect` and `timeouts.idle` arrive with each request as a
+//! [`RouteTimeouts`] extension (set by the route's policy stack); see [`idle`] for the latter.
 
 mod balance;
 mod connect;
 mod endpoint;
+pub mod idle;
 mod request_body;
 mod tunnel;
 
@@ -36,6 +41,7 @@ use crate::telemetry::{ClientSpan, Observe, UpstreamInfo};
 use balance::Balancer;
 use connect::{Conn, ConnectError, Connector, H1Conn};
 pub use endpoint::{Endpoint, set_idle_timeout};
+pub use idle::IdleWatch;
 pub use request_body::{Limited, RequestBody};
 pub use tunnel::Tunnels;
 
@@ -47,6 +53,17 @@ pub const EJECT_FOR: Duration = Duration::from_secs(5);
 /// idempotent requests sent on one keep a copy of their head, and are sent again on another
 /// connection if that one closes before answering.
 const REPLAY_AFTER_IDLE: Duration = Duration::from_secs(1);
+
+/// A route's limits on its upstream exchanges (IngressPolicy `timeouts.connect` and
+/// `timeouts.idle`), carried in the request's extensions. `None` keeps the proxy's default:
+/// `--connect-timeout`, and no idle limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RouteTimeouts {
+    /// TCP and TLS connect to an endpoint, when a new connection is needed.
+    pub connect: Option<Duration>,
+    /// The longest nothing may move between proxy and backend, in either direction.
+    pub idle: Option<Duration>,
+}
 
 /// What every backend shares.
 #[derive(Debug)]
@@ -225,6 +242,15 @@ impl Backend {
             .headers()
             .contains_key(header::UPGRADE)
             .then(|| hyper::upgrade::on(&mut req));
+        let timeouts = req
+            .extensions()
+            .get::<RouteTimeouts>()
+            .copied()
+            .unwrap_or_default();
+        let activity = timeouts.idle.map(|_| idle::Activity::new());
+        if let Some(activity) = &activity {
+            req = req.map(|body| body.watched(activity));
+        }
         // Each endpoint may refuse once; a pooled connection that closed under us is retried
         // a few times more.
         let max_tries = self.endpoints.len() + 3;
@@ -240,7 +266,8 @@ impl Backend {
                     span.endpoint(endpoint.addr, req.headers_mut());
                 }
             }
-            let (conn, idle_for) = match endpoint.checkout(&self.shared.connector).await {
+            let checkout = endpoint.checkout(&self.shared.connector, timeouts.connect);
+            let (conn, idle_for) = match checkout.await {
                 Ok(checked_out) => checked_out,
                 Err(e) => {
                     self.shared.connect_errors.inc();
@@ -262,6 +289,14 @@ impl Backend {
                 }
             };
             let mut lease = Lease::new(endpoint);
+            // The idle clock starts when the request is sent, not while connecting.
+            let mut watch = timeouts
+                .idle
+                .zip(activity.clone())
+                .map(|(limit, activity)| {
+                    activity.touch();
+                    IdleWatch::new(limit, activity)
+                });
             match conn {
                 Conn::H1(mut h1) => {
                     to_origin_form(&mut req);
@@ -271,11 +306,17 @@ impl Backend {
                     let sent = if client_upgrade.is_some() {
                         // The connection may become a tunnel's: it gets a task of its own, and
                         // is not pooled again.
-                        h1.into_spawned().try_send_request(req).await
+                        let sending = h1.into_spawned().try_send_request(req);
+                        idle::within(watch.as_mut(), sending).await
                     } else {
-                        let sent = h1.send(req).await;
+                        let sent = idle::within(watch.as_mut(), h1.send(req)).await;
                         lease.h1 = Some(h1);
                         sent
+                    };
+                    let Some(sent) = sent else {
+                        // Mid-exchange: the connection is closed, not pooled.
+                        lease.h1 = None;
+                        return Err(ProxyError::UpstreamIdle);
                     };
                     match sent {
                         Ok(response) => {
@@ -286,7 +327,7 @@ impl Backend {
                                 })
                                 .await;
                             }
-                            return Ok(self.respond(response, lease, client_upgrade));
+                            return Ok(self.respond(response, lease, client_upgrade, watch));
                         }
                         Err(mut e) => match (e.take_message(), replay) {
                             (Some(back), _) if tries < max_tries => {
@@ -307,8 +348,13 @@ impl Backend {
                 }
                 Conn::H2(mut sender) => {
                     to_absolute_form(&mut req)?;
-                    match sender.try_send_request(req).await {
-                        Ok(response) => return Ok(self.respond(response, lease, None)),
+                    let Some(sent) =
+                        idle::within(watch.as_mut(), sender.try_send_request(req)).await
+                    else {
+                        return Err(ProxyError::UpstreamIdle);
+                    };
+                    match sent {
+                        Ok(response) => return Ok(self.respond(response, lease, None, watch)),
                         Err(mut e) => match e.take_message() {
                             Some(back) if tries < max_tries => req = back,
                             _ => return Err(ProxyError::UpstreamProtocol(e.into_error())),
@@ -324,6 +370,7 @@ impl Backend {
         mut response: Response<Incoming>,
         lease: Lease,
         client_upgrade: Option<OnUpgrade>,
+        idle: Option<IdleWatch>,
     ) -> Response<ProxyBody> {
         if response.status() == StatusCode::SWITCHING_PROTOCOLS
             && let Some(client) = client_upgrade
@@ -334,7 +381,13 @@ impl Backend {
             drop(lease);
             return response.map(|_| ProxyBody::empty());
         }
-        response.map(|body| ProxyBody::upstream(body, lease))
+        response.map(|body| {
+            let body = ProxyBody::upstream(body, lease);
+            match idle {
+                Some(watch) => body.with_idle(watch),
+                None => body,
+            }
+        })
     }
 }
 

@@ -1,5 +1,6 @@
 //! The body sent upstream: the client's, streamed (optionally under a size limit), a buffered
-//! copy (a request that may be retried), or nothing (a replayed bodiless request).
+//! copy (a request that may be retried), or nothing (a replayed bodiless request). A streamed
+//! body under the route's idle timeout reports each frame to it.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -9,6 +10,8 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+
+use super::idle::Activity;
 
 /// Body of every request the route stacks handle and send upstream.
 #[derive(Debug)]
@@ -21,6 +24,18 @@ pub enum RequestBody {
     Buffered(Option<Bytes>),
     /// No body.
     Empty,
+    /// A streamed body whose frames count as activity for `timeouts.idle`.
+    Watched(Box<(RequestBody, Arc<Activity>)>),
+}
+
+impl RequestBody {
+    /// This body, its frames touching `activity` if it streams.
+    pub(super) fn watched(self, activity: &Arc<Activity>) -> Self {
+        match self {
+            Self::Client(_) | Self::Limited(_) => Self::Watched(Box::new((self, activity.clone()))),
+            other => other,
+        }
+    }
 }
 
 /// Why a request body could not be read.
@@ -82,6 +97,14 @@ impl Body for RequestBody {
             }
             Self::Buffered(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Self::Empty => Poll::Ready(None),
+            Self::Watched(watched) => {
+                let (body, activity) = &mut **watched;
+                let polled = Pin::new(body).poll_frame(cx);
+                if let Poll::Ready(Some(Ok(_))) = &polled {
+                    activity.touch();
+                }
+                polled
+            }
         }
     }
 
@@ -91,6 +114,7 @@ impl Body for RequestBody {
             Self::Limited(limited) => limited.inner.is_end_stream(),
             Self::Buffered(bytes) => bytes.is_none(),
             Self::Empty => true,
+            Self::Watched(watched) => watched.0.is_end_stream(),
         }
     }
 
@@ -102,6 +126,7 @@ impl Body for RequestBody {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }
             Self::Empty => SizeHint::with_exact(0),
+            Self::Watched(watched) => watched.0.size_hint(),
         }
     }
 }

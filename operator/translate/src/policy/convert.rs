@@ -143,6 +143,9 @@ pub(crate) struct Problems {
     pub(crate) invalid: Vec<String>,
     /// Unresolved references: `(reason, message)`.
     pub(crate) refs: Vec<(&'static str, String)>,
+    /// Fields accepted but not enforced per route, by block: reported in `Programmed` wherever
+    /// the block applies.
+    pub(crate) unapplied: Vec<(Block, String)>,
 }
 
 /// Converts `body` of policy `namespace/name`; `part` is `defaults` or `overrides`.
@@ -250,6 +253,15 @@ impl Converter<'_, '_> {
         }
         if t == api::Timeouts::default() {
             self.invalid("timeouts", "sets no timeout");
+        }
+        if t.request_headers_ms.is_some() {
+            self.problems.unapplied.push((
+                Block::Timeouts,
+                format!(
+                    "{}.timeouts.requestHeaders is not applied: request headers are read before the route is known, so every request gets the proxy's --header-read-timeout",
+                    self.part
+                ),
+            ));
         }
         Value::Timeouts(t)
     }

@@ -824,7 +824,15 @@ fn statuses(states: &[State<'_>]) -> BTreeMap<String, IngressPolicyStatus> {
                     ),
                 });
                 let routes = a.routes.len();
-                let problems = a.problems.iter().cloned().collect::<Vec<_>>();
+                let mut problems = a.problems.iter().cloned().collect::<Vec<_>>();
+                problems.extend(
+                    state
+                        .problems
+                        .unapplied
+                        .iter()
+                        .filter(|(block, _)| a.won.contains(block))
+                        .map(|(_, message)| message.clone()),
+                );
                 let programmed = if all_lost {
                     Some(condition(
                         cond::PROGRAMMED,

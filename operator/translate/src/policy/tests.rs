@@ -141,6 +141,36 @@ fn class_override_beats_ingress_default() {
 }
 
 #[test]
+fn request_headers_timeout_is_reported_as_not_applied() {
+    let out = run(&(policy(
+        "shop",
+        "slow-clients",
+        "2024-01-01T00:00:00Z",
+        &format!("{SHOP}  defaults: {{timeouts: {{requestHeaders: 5s, idle: 30s}}}}"),
+    ) + &policy(
+        "shop",
+        "plain",
+        "2024-01-01T00:00:00Z",
+        "  targetRefs: [{group: networking.k8s.io, kind: Ingress, name: blog}]\n  defaults: {timeouts: {idle: 30s}}",
+    )));
+    // Still accepted, and the rest of the block applies.
+    assert_eq!(cond(&out, "shop/slow-clients", "Accepted").status, "True");
+    let timeouts = route(&out, "shop", "/").policy.timeouts.clone().unwrap();
+    assert_eq!(timeouts.idle_ms, Some(30_000));
+    let programmed = cond(&out, "shop/slow-clients", "Programmed");
+    assert_eq!(programmed.reason, "PartiallyProgrammed");
+    assert!(
+        programmed
+            .message
+            .contains("defaults.timeouts.requestHeaders is not applied"),
+        "{}",
+        programmed.message
+    );
+    // A policy without it is simply programmed.
+    assert_eq!(cond(&out, "shop/plain", "Programmed").reason, "Programmed");
+}
+
+#[test]
 fn most_specific_default_wins() {
     let out = run(&(policy(
         "portico-system",
