@@ -1,4 +1,8 @@
-//! Prometheus metrics. Labels are bounded: object kinds only, no names or classes.
+//! Prometheus metrics. Labels are bounded: object kinds, IngressClasses of this controller, and
+//! the proxy pods currently known to the hub; no Ingress or request ever makes a label.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 use portico_distribute::server::Hub;
 use prometheus_client::collector::Collector;
@@ -7,7 +11,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -38,6 +42,46 @@ pub struct Metrics {
     pub spans_exported: Counter,
     /// Spans lost on the way to the collector.
     pub spans_dropped: Counter,
+    /// Encoded size of each class's current snapshot, set when a version is published.
+    pub snapshot_bytes: SnapshotSizes,
+}
+
+/// Bytes of each class's current snapshot as sent in full (JSON), by class.
+#[derive(Debug, Clone, Default)]
+pub struct SnapshotSizes(Arc<Mutex<BTreeMap<String, u64>>>);
+
+impl SnapshotSizes {
+    /// Records the size of `class`'s newly published snapshot.
+    pub fn set(&self, class: &str, snapshot: &impl serde::Serialize) {
+        let mut counter = ByteCounter(0);
+        // Counting cannot fail; a snapshot that does not serialise would not be sent either.
+        let _ = serde_json::to_writer(&mut counter, snapshot);
+        let mut sizes = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        sizes.insert(class.to_owned(), counter.0);
+    }
+
+    /// Forgets a class no longer served.
+    pub fn remove(&self, class: &str) {
+        let mut sizes = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        sizes.remove(class);
+    }
+
+    fn get(&self) -> BTreeMap<String, u64> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// An `io::Write` that only counts.
+struct ByteCounter(u64);
+
+impl std::io::Write for ByteCounter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 impl Default for Metrics {
@@ -81,14 +125,118 @@ impl Collector for SentCollector {
     }
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClassLabel {
+    ingress_class: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProxiesLabels {
+    ingress_class: String,
+    /// `current`: applied the class's current version; `behind`: connected, not yet.
+    state: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProxyLabels {
+    ingress_class: String,
+    proxy: String,
+}
+
+/// Reads, at scrape time, each class's published version and size and where its proxies are.
+#[derive(Debug)]
+struct RolloutCollector {
+    hub: Hub,
+    sizes: SnapshotSizes,
+}
+
+impl Collector for RolloutCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let classes = self.hub.classes();
+        let class = |c: &str| ClassLabel {
+            ingress_class: c.to_owned(),
+        };
+        let mut family = encoder.encode_descriptor(
+            "snapshot_version",
+            "Version of the snapshot each IngressClass is served",
+            None,
+            MetricType::Gauge,
+        )?;
+        for c in &classes {
+            if let Some(version) = self.hub.version(c) {
+                ConstGauge::new(version as i64).encode(family.encode_family(&class(c))?)?;
+            }
+        }
+        let sizes = self.sizes.get();
+        let mut family = encoder.encode_descriptor(
+            "snapshot_bytes",
+            "Size in bytes of each IngressClass's current snapshot as JSON, what a full frame carries",
+            None,
+            MetricType::Gauge,
+        )?;
+        for c in &classes {
+            if let Some(bytes) = sizes.get(c) {
+                ConstGauge::new(*bytes as i64).encode(family.encode_family(&class(c))?)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "proxies",
+            "Connected proxies per IngressClass: current (applied its snapshot version) or behind",
+            None,
+            MetricType::Gauge,
+        )?;
+        for c in &classes {
+            let Some(rollout) = self.hub.rollout(c) else {
+                continue;
+            };
+            for (state, n) in [
+                ("current", rollout.applied),
+                ("behind", rollout.connected - rollout.applied),
+            ] {
+                let labels = ProxiesLabels {
+                    ingress_class: c.clone(),
+                    state,
+                };
+                ConstGauge::new(n as i64).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let acks = self.hub.acks().borrow().clone();
+        let mut family = encoder.encode_descriptor(
+            "proxy_applied_version",
+            "Snapshot version each connected proxy acknowledged applying",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (c, proxies) in &acks {
+            for (proxy, ack) in proxies {
+                let (true, Some(version)) = (ack.connected, ack.version) else {
+                    continue;
+                };
+                let labels = ProxyLabels {
+                    ingress_class: c.clone(),
+                    proxy: proxy.clone(),
+                };
+                ConstGauge::new(version as i64).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Metrics {
     /// Registers every metric under the `portico_operator` prefix, with the frames and bytes
-    /// `hub` sends.
+    /// `hub` sends and the versions it serves and its proxies applied.
     pub fn with_hub(hub: Hub) -> Self {
         let mut metrics = Self::new();
         metrics
             .registry
-            .register_collector(Box::new(SentCollector(hub)));
+            .register_collector(Box::new(SentCollector(hub.clone())));
+        metrics
+            .registry
+            .register_collector(Box::new(RolloutCollector {
+                hub,
+                sizes: metrics.snapshot_bytes.clone(),
+            }));
         metrics
     }
 
@@ -157,6 +305,7 @@ impl Metrics {
             proxies_connected,
             spans_exported,
             spans_dropped,
+            snapshot_bytes: SnapshotSizes::default(),
         }
     }
 
@@ -166,5 +315,55 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use portico_api::Snapshot;
+
+    use super::*;
+
+    /// Every operator metric the Grafana dashboard queries is one the operator exports (each
+    /// family given a value first: empty families are not written).
+    #[test]
+    fn the_dashboard_queries_only_exported_metrics() {
+        let hub = Hub::new();
+        let metrics = Metrics::with_hub(hub.clone());
+        hub.publish("portico", Snapshot::empty("portico"));
+        metrics
+            .snapshot_bytes
+            .set("portico", &Snapshot::empty("portico"));
+        let kind = KindLabel { kind: "Ingress" };
+        metrics.watch_events.get_or_create(&kind).inc();
+        metrics.watch_errors.get_or_create(&kind).inc();
+        metrics.decode_errors.get_or_create(&kind).inc();
+        let text = metrics.encode();
+        assert!(
+            text.contains("portico_operator_snapshot_version{ingress_class=\"portico\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("portico_operator_snapshot_bytes{ingress_class=\"portico\"} "));
+
+        let families: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        let dashboard = include_str!("../../config/grafana/portico-dashboard.json");
+        let mut queried = 0;
+        for (i, _) in dashboard.match_indices("portico_operator_") {
+            let name: String = dashboard[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            let family = ["_total", "_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .unwrap_or(&name);
+            assert!(families.contains(&family), "{name} is not exported");
+            queried += 1;
+        }
+        assert!(queried >= 7, "{queried}");
     }
 }

@@ -445,6 +445,40 @@ async fn proxy_follows_the_operator_live_and_survives_its_restart() {
     ] {
         assert!(metrics.contains(line), "{line} missing from {metrics}");
     }
+    // And which version the class is served, how big it is, and that the proxy applied it.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let metrics = get(operator.addr("admin"), "admin", "/metrics")
+            .await
+            .unwrap()
+            .1;
+        let value = |prefix: &str| {
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(prefix))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        let version = value("portico_operator_snapshot_version{ingress_class=\"portico\"} ");
+        let applied = value(
+            "portico_operator_proxy_applied_version{ingress_class=\"portico\",proxy=\"proxy-test\"} ",
+        );
+        let current =
+            value("portico_operator_proxies{ingress_class=\"portico\",state=\"current\"} ");
+        let bytes = value("portico_operator_snapshot_bytes{ingress_class=\"portico\"} ");
+        if version.is_some() && version == applied && current == Some(1) {
+            assert!(bytes.is_some_and(|b| b > 100), "{metrics}");
+            assert_eq!(
+                value("portico_operator_proxies{ingress_class=\"portico\",state=\"behind\"} "),
+                Some(0)
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the proxy's acknowledged version never matched: {metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]
