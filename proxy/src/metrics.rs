@@ -10,13 +10,13 @@
 //! are removed.
 //!
 //! Every route has a counter and a histogram per status class from the start, so at 10,000
-//! routes the series dominate the proxy's memory: a route's label values are held once and
-//! shared by its ten series, and histograms are a fixed array of atomics.
+//! routes the series dominate the proxy's memory: a route's label values and its ten series are
+//! one allocation each ([`RouteCells`]), and histograms are a fixed array of atomics.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use prometheus_client::encoding::{
@@ -104,17 +104,35 @@ struct HistogramCells {
 impl Histogram {
     /// Records one observation (NaN counts in the `+Inf` bucket).
     pub fn observe(&self, value: f64) {
+        self.0.observe(value);
+    }
+}
+
+impl HistogramCells {
+    fn observe(&self, value: f64) {
         let bucket = DURATION_BUCKETS
             .iter()
             .position(|upper| value <= *upper)
             .unwrap_or(DURATION_BUCKETS.len());
-        self.0.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
         let _ = self
-            .0
             .sum
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
                 Some((f64::from_bits(bits) + value).to_bits())
             });
+    }
+
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let mut buckets = [(f64::INFINITY, 0); DURATION_BUCKETS.len() + 1];
+        for (i, (upper, count)) in buckets.iter_mut().enumerate() {
+            if let Some(bound) = DURATION_BUCKETS.get(i) {
+                *upper = *bound;
+            }
+            *count = self.buckets[i].load(Ordering::Relaxed);
+        }
+        let count = buckets.iter().map(|(_, n)| n).sum();
+        let sum = f64::from_bits(self.sum.load(Ordering::Relaxed));
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
     }
 }
 
@@ -123,17 +141,74 @@ impl TypedMetric for Histogram {
 }
 
 impl EncodeMetric for Histogram {
-    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
-        let mut buckets = [(f64::INFINITY, 0); DURATION_BUCKETS.len() + 1];
-        for (i, (upper, count)) in buckets.iter_mut().enumerate() {
-            if let Some(bound) = DURATION_BUCKETS.get(i) {
-                *upper = *bound;
-            }
-            *count = self.0.buckets[i].load(Ordering::Relaxed);
+    fn encode(&self, encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        self.0.encode(encoder)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+/// The request counters and latency histograms of one route's series, one of each per status
+/// class, in one allocation.
+#[derive(Debug, Default)]
+struct RouteCells {
+    requests: [AtomicU64; STATUS_CLASSES.len()],
+    durations: [HistogramCells; STATUS_CLASSES.len()],
+}
+
+/// The series of every route: exported as the `requests` counters ([`RouteRequests`]) and the
+/// `request_duration_seconds` histograms ([`RouteDurations`]).
+type RouteFamily = Arc<RwLock<HashMap<RouteSeries, Arc<RouteCells>>>>;
+
+/// Encodes each route's series of each status class, as a `Family` of its metric would.
+fn encode_routes(
+    routes: &RouteFamily,
+    encoder: &mut MetricEncoder,
+    mut each: impl FnMut(&RouteCells, usize, MetricEncoder) -> Result<(), std::fmt::Error>,
+) -> Result<(), std::fmt::Error> {
+    let routes = routes.read().unwrap_or_else(|e| e.into_inner());
+    for (series, cells) in routes.iter() {
+        for (i, labels) in series.by_status_class().iter().enumerate() {
+            each(cells, i, encoder.encode_family(labels)?)?;
         }
-        let count = buckets.iter().map(|(_, n)| n).sum();
-        let sum = f64::from_bits(self.0.sum.load(Ordering::Relaxed));
-        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+    Ok(())
+}
+
+#[derive(Debug)]
+struct RouteRequests(RouteFamily);
+
+impl TypedMetric for RouteRequests {
+    const TYPE: MetricType = MetricType::Counter;
+}
+
+impl EncodeMetric for RouteRequests {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        encode_routes(&self.0, &mut encoder, |cells, i, mut encoder| {
+            let count = cells.requests[i].load(Ordering::Relaxed);
+            encoder.encode_counter::<NoLabelSet, _, u64>(&count, None)
+        })
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Counter
+    }
+}
+
+#[derive(Debug)]
+struct RouteDurations(RouteFamily);
+
+impl TypedMetric for RouteDurations {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for RouteDurations {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        encode_routes(&self.0, &mut encoder, |cells, i, encoder| {
+            cells.durations[i].encode(encoder)
+        })
     }
 
     fn metric_type(&self) -> MetricType {
@@ -145,8 +220,7 @@ impl EncodeMetric for Histogram {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    requests: Family<RequestLabels, Counter>,
-    durations: Histograms,
+    routes: RouteFamily,
     /// Upstream latency by Service, resolved per backend by the upstreams.
     pub upstream_durations: UpstreamDurations,
     rejections: Family<RejectionLabels, Counter>,
@@ -185,17 +259,16 @@ impl Metrics {
     /// Registers every metric under the `portico_proxy` prefix.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("portico_proxy");
-        let requests = Family::<RequestLabels, Counter>::default();
+        let routes = RouteFamily::default();
         registry.register(
             "requests",
             "Requests answered, by IngressClass, Ingress, Service and status class",
-            requests.clone(),
+            RouteRequests(routes.clone()),
         );
-        let durations = Histograms::default();
         registry.register(
             "request_duration_seconds",
             "Time from request head to response head, by IngressClass, Ingress, Service and status class",
-            durations.clone(),
+            RouteDurations(routes.clone()),
         );
         let upstream_durations = UpstreamDurations {
             family: Family::default(),
@@ -279,16 +352,14 @@ impl Metrics {
         );
         let unmatched = RouteLabels::default();
         let unmatched = route_metrics(
-            &requests,
-            &durations,
+            &routes,
             &rejections,
             &RouteSeries::of(&unmatched),
             &unmatched,
         );
         Self {
             registry,
-            requests,
-            durations,
+            routes,
             upstream_durations,
             rejections,
             live: Mutex::default(),
@@ -325,13 +396,7 @@ impl Metrics {
             });
         }
         drop(live);
-        route_metrics(
-            &self.requests,
-            &self.durations,
-            &self.rejections,
-            &series,
-            labels,
-        )
+        route_metrics(&self.routes, &self.rejections, &series, labels)
     }
 }
 
@@ -354,16 +419,15 @@ impl RouteSeries {
     }
 }
 
-type Histograms = Family<RequestLabels, Histogram>;
-
 fn route_metrics(
-    requests: &Family<RequestLabels, Counter>,
-    durations: &Histograms,
+    routes: &RouteFamily,
     rejections: &Family<RejectionLabels, Counter>,
     series: &RouteSeries,
     labels: &RouteLabels,
 ) -> RouteMetrics {
-    let keys = series.by_status_class();
+    let mut routes = routes.write().unwrap_or_else(|e| e.into_inner());
+    let cells = routes.entry(series.clone()).or_default().clone();
+    drop(routes);
     let rejection = |block: &'static str| {
         let policy = labels.policies.iter().find(|(b, _)| *b == block)?;
         Some(
@@ -376,8 +440,7 @@ fn route_metrics(
         )
     };
     RouteMetrics {
-        requests: std::array::from_fn(|i| requests.get_or_create(&keys[i]).clone()),
-        durations: std::array::from_fn(|i| durations.get_or_create(&keys[i]).clone()),
+        cells,
         rate_limited: rejection("rateLimit"),
         unauthenticated: rejection("authentication"),
         ip_denied: rejection("ipAccess"),
@@ -396,10 +459,11 @@ impl Metrics {
     pub fn snapshot_applied(&self, version: u64) {
         {
             let mut live = self.live.lock().unwrap();
-            for gone in live.0.turn() {
-                for labels in gone.by_status_class() {
-                    self.requests.remove(&labels);
-                    self.durations.remove(&labels);
+            let gone = live.0.turn();
+            if !gone.is_empty() {
+                let mut routes = self.routes.write().unwrap_or_else(|e| e.into_inner());
+                for series in gone {
+                    routes.remove(&series);
                 }
             }
             for gone in live.1.turn() {
@@ -501,8 +565,7 @@ pub enum Rejection {
 /// The metric handles of one route.
 #[derive(Debug, Clone)]
 pub struct RouteMetrics {
-    requests: [Counter; 5],
-    durations: [Histogram; 5],
+    cells: Arc<RouteCells>,
     rate_limited: Option<Counter>,
     unauthenticated: Option<Counter>,
     ip_denied: Option<Counter>,
@@ -513,8 +576,8 @@ impl RouteMetrics {
     /// Records one answered request.
     pub fn record(&self, status: u16, seconds: f64) {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
-        self.requests[class].inc();
-        self.durations[class].observe(seconds);
+        self.cells.requests[class].fetch_add(1, Ordering::Relaxed);
+        self.cells.durations[class].observe(seconds);
     }
 
     /// Counts a refusal by the route's IngressPolicy.
