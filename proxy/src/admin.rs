@@ -62,7 +62,7 @@ fn answer(state: &State, req: &Request<Incoming>) -> Response<ProxyBody> {
             with_type(StatusCode::OK, json.into(), "application/json")
         }
         "/status" => {
-            let json = serde_json::to_vec_pretty(&*state.translation_status()).unwrap_or_default();
+            let json = serde_json::to_vec_pretty(&state.translation_status()).unwrap_or_default();
             with_type(StatusCode::OK, json.into(), "application/json")
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),

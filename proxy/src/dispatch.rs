@@ -83,11 +83,12 @@ pub fn route_stack(
     } else {
         forward
     };
+    let telemetry = Arc::new(RouteTelemetry::new(route, class, metrics));
     RouteStack {
-        id: route.id.as_str().into(),
+        id: telemetry.id.clone(),
         service,
         has_policy,
-        telemetry: Arc::new(RouteTelemetry::new(route, class, metrics)),
+        telemetry,
     }
 }
 

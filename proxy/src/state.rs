@@ -11,9 +11,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use arc_swap::{ArcSwap, Guard};
+use arc_swap::{ArcSwap, ArcSwapOption, Guard};
 use ipnet::IpNet;
+use portico_api::policy::ExternalTarget;
 use portico_api::{FORMAT_VERSION, Router, Snapshot};
+use portico_translate::Output;
 
 use crate::dispatch::{RouteStack, route_stack};
 use crate::error::ProxyError;
@@ -100,7 +102,9 @@ pub struct State {
     pub trusted_proxies: Vec<IpNet>,
     policy: PolicyEnv,
     /// What the translator said of the objects (standalone mode): `/status` on the admin port.
-    translation_status: ArcSwap<serde_json::Value>,
+    /// Kept typed and made JSON when asked for: as a JSON value, a report per Ingress weighed
+    /// megabytes at 10,000 Ingresses.
+    translation_status: ArcSwapOption<Output>,
     /// Endpoints of the snapshot being built or in force, by backend id, for forward auth.
     auth_endpoints: Arc<ArcSwap<HashMap<String, Vec<SocketAddr>>>>,
 }
@@ -150,7 +154,7 @@ impl State {
             hygiene: options.hygiene,
             trusted_proxies: options.trusted_proxies,
             policy,
-            translation_status: ArcSwap::from_pointee(serde_json::json!({})),
+            translation_status: ArcSwapOption::empty(),
             auth_endpoints,
         })
     }
@@ -170,19 +174,19 @@ impl State {
             });
         }
         let version = snapshot.version;
-        self.auth_endpoints.store(Arc::new(
-            snapshot
-                .backends
-                .iter()
-                .map(|(id, b)| {
-                    let addrs = b
-                        .endpoints
-                        .iter()
-                        .map(|e| SocketAddr::new(e.address, e.port));
-                    (id.clone(), addrs.collect())
-                })
-                .collect(),
-        ));
+        // Only the backends that forward auth goes to: a map of every backend would weigh
+        // megabytes at 10,000 routes.
+        let auth_endpoints = auth_backends(&snapshot)
+            .filter_map(|id| {
+                let b = snapshot.backends.get(id)?;
+                let addrs = b
+                    .endpoints
+                    .iter()
+                    .map(|e| SocketAddr::new(e.address, e.port));
+                Some((id.to_owned(), addrs.collect()))
+            })
+            .collect();
+        self.auth_endpoints.store(Arc::new(auth_endpoints));
         let backends: HashMap<&str, _> = snapshot
             .backends
             .iter()
@@ -222,20 +226,39 @@ impl State {
         self.draining.store(true, Ordering::Release);
     }
 
-    /// Records the translator's report of Ingresses and IngressPolicies.
-    pub fn set_translation_status(&self, status: serde_json::Value) {
-        self.translation_status.store(Arc::new(status));
+    /// Records the translator's report of Ingresses and IngressPolicies: `output` without its
+    /// snapshots.
+    pub fn set_translation_status(&self, mut output: Output) {
+        output.snapshots.clear();
+        self.translation_status.store(Some(Arc::new(output)));
     }
 
-    /// The translator's last report.
-    pub fn translation_status(&self) -> Arc<serde_json::Value> {
-        self.translation_status.load_full()
+    /// The translator's last report, `{}` before the first.
+    pub fn translation_status(&self) -> serde_json::Value {
+        match self.translation_status.load_full() {
+            Some(output) => serde_json::json!({
+                "ingresses": output.ingresses,
+                "policies": output.policies,
+            }),
+            None => serde_json::json!({}),
+        }
     }
 
     /// Counts a failure to produce a snapshot (for example a translation that could not run).
     pub fn count_snapshot_error(&self) {
         self.metrics.snapshot_errors.inc();
     }
+}
+
+/// Ids of the backends the routes' forward auth goes to.
+fn auth_backends(snapshot: &Snapshot) -> impl Iterator<Item = &str> {
+    let routes = snapshot.hosts.iter().flat_map(|h| &h.routes);
+    routes.chain(&snapshot.default_route).filter_map(|r| {
+        match &r.policy.authentication.as_ref()?.external.as_ref()?.target {
+            ExternalTarget::Backend(id) => Some(id.as_str()),
+            ExternalTarget::Url(_) => None,
+        }
+    })
 }
 
 #[cfg(test)]

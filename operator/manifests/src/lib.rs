@@ -104,7 +104,42 @@ where
 struct File {
     stamp: Stamp,
     digest: u64,
-    objects: Vec<(Kind, ObjectKey)>,
+    objects: Keys,
+}
+
+/// The kinds and keys of a file's objects, packed: as a list of keys, a file of 10,000
+/// objects held 20,000 small strings for the life of the directory.
+#[derive(Debug, Default)]
+struct Keys {
+    /// Namespace and name of each object, back to back.
+    text: String,
+    /// Kind, namespace length and name length of each object.
+    objects: Vec<(Kind, usize, usize)>,
+}
+
+impl Keys {
+    fn push(&mut self, kind: Kind, key: &ObjectKey) {
+        self.text.push_str(&key.namespace);
+        self.text.push_str(&key.name);
+        self.objects
+            .push((kind, key.namespace.len(), key.name.len()));
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (Kind, ObjectKey)> + '_ {
+        let mut at = 0;
+        self.objects.iter().map(move |&(kind, namespace, name)| {
+            let key = ObjectKey::new(
+                &self.text[at..at + namespace],
+                &self.text[at + namespace..at + namespace + name],
+            );
+            at += namespace + name;
+            (kind, key)
+        })
+    }
+
+    fn is_empty(&self) -> bool {
+        self.objects.is_empty()
+    }
 }
 
 /// Size and modification time: a file whose stamp did not change is not read again, so the
@@ -209,7 +244,7 @@ impl ManifestDir {
                             File {
                                 stamp,
                                 digest,
-                                objects: Vec::new(),
+                                objects: Keys::default(),
                             },
                         );
                     }
@@ -220,7 +255,12 @@ impl ManifestDir {
                 tracing::warn!(file = %name, document = p.document, problem = %p.message, "manifest document skipped");
             }
             self.forget(&path);
-            let objects = parsed.objects.iter().map(|o| (o.kind(), o.key())).collect();
+            let mut objects = Keys::default();
+            for object in &parsed.objects {
+                objects.push(object.kind(), &object.key());
+            }
+            objects.text.shrink_to_fit();
+            objects.objects.shrink_to_fit();
             for object in parsed.objects {
                 self.index.apply(object);
             }
@@ -251,8 +291,8 @@ impl ManifestDir {
         let Some(file) = self.files.remove(path) else {
             return false;
         };
-        for (kind, key) in &file.objects {
-            self.index.remove(*kind, key);
+        for (kind, key) in file.objects.iter() {
+            self.index.remove(kind, &key);
         }
         !file.objects.is_empty()
     }

@@ -8,15 +8,14 @@
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 
-use k8s_openapi::api::core::v1::{Service, ServicePort};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::core::v1::ServicePort;
 use k8s_openapi::api::networking::v1::IngressBackend;
 use portico_api::{AppProtocol, Backend, Endpoint, LoadBalancer, ServiceRef};
 
-use crate::{Index, ObjectKey, Warning};
+use crate::{Index, IndexedService, IndexedSlice, ObjectKey, Warning};
 
 /// Label an EndpointSlice carries naming its Service.
-const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+pub(crate) const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// Service annotation choosing the load balancer of its backends.
 pub(crate) const LOAD_BALANCER_ANNOTATION: &str = "portico.dev/load-balancer";
 
@@ -55,11 +54,14 @@ pub(crate) struct Resolved {
 #[derive(Debug)]
 pub(crate) struct Backends<'a> {
     index: &'a Index,
-    slices: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
+    /// By namespace and Service: each slice with its name.
+    slices: Slices<'a>,
     /// By namespace, then Service name: looked up by `&str`, so a hit allocates nothing.
     cache: HashMap<String, HashMap<String, PortCache>>,
     next_slot: usize,
 }
+
+type Slices<'a> = HashMap<(&'a str, &'a str), Vec<(&'a str, &'a IndexedSlice)>>;
 
 /// The resolved ports of one Service, by port number or name as the Ingress wrote it.
 #[derive(Debug, Default)]
@@ -73,16 +75,11 @@ impl<'a> Backends<'a> {
         let mut slices: HashMap<_, Vec<_>> = HashMap::new();
         // The index iterates by key, so each service's slices stay in a stable order.
         for (key, slice) in &index.endpoint_slices {
-            if let Some(service) = slice
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(SERVICE_NAME_LABEL))
-            {
+            if let Some(service) = &slice.service {
                 slices
                     .entry((key.namespace.as_str(), service.as_str()))
                     .or_default()
-                    .push(&**slice);
+                    .push((key.name.as_str(), slice));
             }
         }
         Self {
@@ -163,7 +160,7 @@ impl<'a> Backends<'a> {
 
 fn resolve_uncached(
     index: &Index,
-    slices: &HashMap<(&str, &str), Vec<&EndpointSlice>>,
+    slices: &Slices<'_>,
     namespace: &str,
     name: &str,
     port: PortRef<'_>,
@@ -182,8 +179,7 @@ fn resolve_uncached(
             format!("Service {namespace}/{name} not found; its routes answer 503"),
         );
     };
-    let spec = service.spec.as_ref();
-    if spec.and_then(|s| s.type_.as_deref()) == Some("ExternalName") {
+    if service.external_name {
         return unresolved(
             "UnsupportedServiceType",
             format!(
@@ -191,14 +187,10 @@ fn resolve_uncached(
             ),
         );
     }
-    let service_port = spec
-        .and_then(|s| s.ports.as_deref())
-        .unwrap_or_default()
-        .iter()
-        .find(|p| match port {
-            PortRef::Number(n) => p.port == n,
-            PortRef::Name(wanted) => p.name.as_deref() == Some(wanted),
-        });
+    let service_port = service.ports.iter().find(|p| match port {
+        PortRef::Number(n) => p.port == n,
+        PortRef::Name(wanted) => p.name.as_deref() == Some(wanted),
+    });
     let Some((service_port, number)) =
         service_port.and_then(|p| Some((p, u16::try_from(p.port).ok()?)))
     else {
@@ -215,7 +207,7 @@ fn resolve_uncached(
         );
     };
     let mut warnings = Vec::new();
-    let load_balancer = load_balancer(service, &mut warnings);
+    let load_balancer = load_balancer(namespace, name, service, &mut warnings);
     let endpoints = endpoints(slices, namespace, name, service_port, &mut warnings);
     Resolved {
         id: format!("{namespace}/{name}:{number}"),
@@ -240,7 +232,7 @@ fn resolve_uncached(
 /// port), not its number, so that is what they are matched on. An endpoint is ready when
 /// `conditions.ready` is true or unset: the API defines nil as ready.
 fn endpoints(
-    slices: &HashMap<(&str, &str), Vec<&EndpointSlice>>,
+    slices: &Slices<'_>,
     namespace: &str,
     name: &str,
     service_port: &ServicePort,
@@ -251,7 +243,7 @@ fn endpoints(
     let slices = slices
         .get(&(namespace, name))
         .map_or(&[][..], Vec::as_slice);
-    for slice in slices {
+    for (slice_name, slice) in slices {
         let ipv4 = match slice.address_type.as_str() {
             "IPv4" => true,
             "IPv6" => false,
@@ -260,7 +252,7 @@ fn endpoints(
                         "UnsupportedAddressType",
                         format!(
                             "EndpointSlice {namespace}/{} of Service {name} has addressType {other}, which Portico does not support; its endpoints are ignored",
-                            slice.metadata.name.as_deref().unwrap_or("")
+                            slice_name
                         ),
                     ));
                 continue;
@@ -268,28 +260,21 @@ fn endpoints(
         };
         let Some(port) = slice
             .ports
-            .as_deref()
-            .unwrap_or_default()
             .iter()
-            .find(|p| p.name.as_deref().unwrap_or("") == port_name)
-            .and_then(|p| p.port)
+            .find(|(name, _)| name == port_name)
+            .and_then(|(_, port)| *port)
             .and_then(|p| u16::try_from(p).ok())
         else {
             continue;
         };
-        for endpoint in &slice.endpoints {
-            if endpoint.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
-                continue;
-            }
-            for address in &endpoint.addresses {
-                // The API server validates addresses; one that does not parse, or is of the
-                // other family, is ignored rather than trusted.
-                match address.parse::<IpAddr>() {
-                    Ok(ip) if ip.is_ipv4() == ipv4 => {
-                        endpoints.insert(Endpoint { address: ip, port });
-                    }
-                    _ => {}
+        for address in &slice.ready_addresses {
+            // The API server validates addresses; one that does not parse, or is of the
+            // other family, is ignored rather than trusted.
+            match address.parse::<IpAddr>() {
+                Ok(ip) if ip.is_ipv4() == ipv4 => {
+                    endpoints.insert(Endpoint { address: ip, port });
                 }
+                _ => {}
             }
         }
     }
@@ -310,22 +295,20 @@ fn protocol(port: &ServicePort) -> AppProtocol {
     }
 }
 
-fn load_balancer(service: &Service, warnings: &mut Vec<Warning>) -> LoadBalancer {
-    let value = service
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(LOAD_BALANCER_ANNOTATION));
-    match value.map(String::as_str) {
+fn load_balancer(
+    namespace: &str,
+    name: &str,
+    service: &IndexedService,
+    warnings: &mut Vec<Warning>,
+) -> LoadBalancer {
+    match service.load_balancer.as_deref() {
         None | Some("round-robin") => LoadBalancer::RoundRobin,
         Some("least-request") => LoadBalancer::LeastRequest,
         Some(other) => {
             warnings.push(Warning::new(
                 "InvalidAnnotation",
                 format!(
-                    "Service {}/{} annotation {LOAD_BALANCER_ANNOTATION}: {other:?} is neither round-robin nor least-request; round-robin is used",
-                    service.metadata.namespace.as_deref().unwrap_or(""),
-                    service.metadata.name.as_deref().unwrap_or("")
+                    "Service {namespace}/{name} annotation {LOAD_BALANCER_ANNOTATION}: {other:?} is neither round-robin nor least-request; round-robin is used"
                 ),
             ));
             LoadBalancer::RoundRobin

@@ -7,10 +7,12 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use portico_crds::IngressPolicy;
+
+use crate::backend::{LOAD_BALANCER_ANNOTATION, SERVICE_NAME_LABEL};
 
 /// Namespace and name. Cluster-scoped objects (IngressClass) have an empty namespace.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -98,16 +100,81 @@ impl Object {
 
 /// Every object translation reads, by key. BTreeMaps keep iteration, and so output, ordered;
 /// values stay boxed as parsed, so tree nodes hold pointers, not kilobyte-sized objects.
+/// Services and EndpointSlices, one of each per backend, are kept as only what translation
+/// reads of them: as parsed, with every field of their specs, they were most of the index.
 #[derive(Debug, Clone, Default)]
 pub struct Index {
     /// By name (cluster-scoped).
     pub ingress_classes: BTreeMap<String, Box<IngressClass>>,
     pub ingresses: BTreeMap<ObjectKey, Box<Ingress>>,
-    pub services: BTreeMap<ObjectKey, Box<Service>>,
-    pub endpoint_slices: BTreeMap<ObjectKey, Box<EndpointSlice>>,
+    pub services: BTreeMap<ObjectKey, IndexedService>,
+    pub endpoint_slices: BTreeMap<ObjectKey, IndexedSlice>,
     pub secrets: BTreeMap<ObjectKey, Box<Secret>>,
     pub config_maps: BTreeMap<ObjectKey, Box<ConfigMap>>,
     pub policies: BTreeMap<ObjectKey, Box<IngressPolicy>>,
+}
+
+/// What translation reads of a Service.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IndexedService {
+    /// `spec.type` is `ExternalName`.
+    pub external_name: bool,
+    /// `spec.ports`.
+    pub ports: Vec<ServicePort>,
+    /// The `portico.dev/load-balancer` annotation.
+    pub load_balancer: Option<String>,
+}
+
+impl From<Service> for IndexedService {
+    fn from(service: Service) -> Self {
+        let spec = service.spec.unwrap_or_default();
+        let mut ports = spec.ports.unwrap_or_default();
+        ports.shrink_to_fit();
+        Self {
+            external_name: spec.type_.as_deref() == Some("ExternalName"),
+            ports,
+            load_balancer: service
+                .metadata
+                .annotations
+                .and_then(|mut a| a.remove(LOAD_BALANCER_ANNOTATION)),
+        }
+    }
+}
+
+/// What translation reads of an EndpointSlice.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IndexedSlice {
+    /// The Service it belongs to: its `kubernetes.io/service-name` label.
+    pub service: Option<String>,
+    pub address_type: String,
+    /// Name (`""` when absent) and number of each port, in order.
+    pub ports: Vec<(String, Option<i32>)>,
+    /// Addresses of the endpoints not known to be unready (`conditions.ready` true or unset),
+    /// in order.
+    pub ready_addresses: Vec<String>,
+}
+
+impl From<EndpointSlice> for IndexedSlice {
+    fn from(slice: EndpointSlice) -> Self {
+        let ports = slice.ports.unwrap_or_default().into_iter();
+        let ready = slice
+            .endpoints
+            .into_iter()
+            .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false));
+        let mut ready_addresses: Vec<String> = ready.flat_map(|e| e.addresses).collect();
+        ready_addresses.shrink_to_fit();
+        Self {
+            service: slice
+                .metadata
+                .labels
+                .and_then(|mut l| l.remove(SERVICE_NAME_LABEL)),
+            address_type: slice.address_type,
+            ports: ports
+                .map(|p| (p.name.unwrap_or_default(), p.port))
+                .collect(),
+            ready_addresses,
+        }
+    }
 }
 
 fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> ObjectKey {
@@ -138,10 +205,11 @@ impl Index {
                 self.ingresses.insert(key_of(&o.metadata), o);
             }
             Object::Service(o) => {
-                self.services.insert(key_of(&o.metadata), o);
+                self.services.insert(key_of(&o.metadata), (*o).into());
             }
             Object::EndpointSlice(o) => {
-                self.endpoint_slices.insert(key_of(&o.metadata), o);
+                self.endpoint_slices
+                    .insert(key_of(&o.metadata), (*o).into());
             }
             Object::Secret(o) => {
                 self.secrets.insert(key_of(&o.metadata), o);

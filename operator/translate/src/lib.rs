@@ -20,7 +20,7 @@ mod tls;
 
 use std::collections::BTreeMap;
 
-pub use index::{Index, Kind, Object, ObjectKey};
+pub use index::{Index, IndexedService, IndexedSlice, Kind, Object, ObjectKey};
 pub use output::{IngressReport, Output, Warning};
 pub use parse::{ParseProblem, Parsed, parse_manifests};
 

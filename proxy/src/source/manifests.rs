@@ -38,7 +38,7 @@ impl ManifestsSource {
     /// Translates the files into the snapshot this proxy serves, and records what the
     /// translator said of each Ingress and IngressPolicy (logged, and on `/status`).
     fn snapshot(&self, index: &Index, state: &State) -> Snapshot {
-        let output = translate(index, &self.options());
+        let mut output = translate(index, &self.options());
         for (ingress, report) in &output.ingresses {
             for w in &report.warnings {
                 tracing::warn!(%ingress, reason = %w.reason, "{}", w.message);
@@ -51,12 +51,9 @@ impl ManifestsSource {
                 }
             }
         }
-        state.set_translation_status(serde_json::json!({
-            "ingresses": output.ingresses,
-            "policies": output.policies,
-        }));
         let class = self.class.clone().unwrap_or_default();
-        let mut snapshots = output.snapshots;
+        let mut snapshots = std::mem::take(&mut output.snapshots);
+        state.set_translation_status(output);
         let picked = match &self.class {
             Some(class) => snapshots.remove(class),
             None => snapshots.into_values().next(),

@@ -32,11 +32,10 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use portico_api::AppProtocol;
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::histogram::Histogram;
 
 use crate::body::ProxyBody;
 use crate::error::{ProxyError, Result};
-use crate::metrics::UpstreamDurations;
+use crate::metrics::{Histogram, UpstreamDurations};
 use crate::telemetry::{ClientSpan, Observe, UpstreamInfo};
 use balance::Balancer;
 use connect::{Conn, ConnectError, Connector, H1Conn};
