@@ -683,6 +683,34 @@ mod tests {
         }
     }
 
+    /// Our compact histogram writes exactly what prometheus-client's own `Histogram` writes for
+    /// the same observations: the buckets are cumulative, `+Inf` equals the count, and the sum
+    /// adds up.
+    #[test]
+    fn the_compact_histogram_encodes_as_the_crates_histogram_does() {
+        let values = [
+            0.0001, 0.0005, 0.0007, 0.003, 0.003, 0.02, 0.3, 0.9, 4.0, 11.0, 250.0,
+        ];
+        let ours = Histogram::default();
+        let theirs = prometheus_client::metrics::histogram::Histogram::new(DURATION_BUCKETS);
+        for v in values {
+            ours.observe(v);
+            theirs.observe(v);
+        }
+        fn encode(metric: impl prometheus_client::registry::Metric) -> String {
+            let mut registry = Registry::default();
+            registry.register("latency", "help", metric);
+            let mut out = String::new();
+            prometheus_client::encoding::text::encode(&mut out, &registry).unwrap();
+            out
+        }
+        let ours = encode(ours);
+        assert_eq!(ours, encode(theirs));
+        assert!(ours.contains("latency_bucket{le=\"0.001\"} 3\n"), "{ours}");
+        assert!(ours.contains("latency_bucket{le=\"+Inf\"} 11\n"), "{ours}");
+        assert!(ours.contains("latency_count 11\n"), "{ours}");
+    }
+
     #[test]
     fn routes_are_labelled_by_ingress_service_and_status_class() {
         let m = Metrics::new();
