@@ -311,6 +311,19 @@ impl Hub {
         view.latest().map(|p| p.snapshot.clone())
     }
 
+    /// Bytes of the full frame of `class`'s current snapshot, if published: the frame proxies
+    /// are sent, encoded once per version and shared with them.
+    pub fn full_frame_len(&self, class: &str) -> Option<usize> {
+        let latest = {
+            let classes = self.inner.classes.lock().unwrap();
+            let view = classes.get(class)?.view.borrow();
+            view.latest()?.clone()
+        };
+        // Encoded outside the lock: a first encoding of a large snapshot must not hold up
+        // publishing.
+        Some(latest.full_frame(&self.inner.epoch).len())
+    }
+
     /// Proxy reports, updated as proxies connect, apply and go. A disconnected proxy stays
     /// listed (not connected) until [`Hub::forget`] or [`Hub::retire`].
     pub fn acks(&self) -> watch::Receiver<Acks> {

@@ -192,9 +192,6 @@ pub async fn run(
                 let version = hub.publish(&class, snapshot);
                 if before != Some(version) {
                     tracing::info!(%class, version, routes, "snapshot published");
-                    if let Some(published) = hub.snapshot(&class) {
-                        metrics.snapshot_bytes.set(&class, &*published);
-                    }
                 }
                 versions.insert(class, version);
             }
@@ -202,7 +199,6 @@ pub async fn run(
                 if !versions.contains_key(&class) {
                     tracing::info!(%class, "class no longer served; retiring its snapshot");
                     hub.retire(&class);
-                    metrics.snapshot_bytes.remove(&class);
                 }
             }
             metrics.classes.set(versions.len() as i64);

@@ -1,9 +1,6 @@
 //! Prometheus metrics. Labels are bounded: object kinds, IngressClasses of this controller, and
 //! the proxy pods currently known to the hub; no Ingress or request ever makes a label.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
-
 use portico_distribute::server::Hub;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -42,46 +39,6 @@ pub struct Metrics {
     pub spans_exported: Counter,
     /// Spans lost on the way to the collector.
     pub spans_dropped: Counter,
-    /// Encoded size of each class's current snapshot, set when a version is published.
-    pub snapshot_bytes: SnapshotSizes,
-}
-
-/// Bytes of each class's current snapshot as sent in full (JSON), by class.
-#[derive(Debug, Clone, Default)]
-pub struct SnapshotSizes(Arc<Mutex<BTreeMap<String, u64>>>);
-
-impl SnapshotSizes {
-    /// Records the size of `class`'s newly published snapshot.
-    pub fn set(&self, class: &str, snapshot: &impl serde::Serialize) {
-        let mut counter = ByteCounter(0);
-        // Counting cannot fail; a snapshot that does not serialise would not be sent either.
-        let _ = serde_json::to_writer(&mut counter, snapshot);
-        let mut sizes = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        sizes.insert(class.to_owned(), counter.0);
-    }
-
-    /// Forgets a class no longer served.
-    pub fn remove(&self, class: &str) {
-        let mut sizes = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        sizes.remove(class);
-    }
-
-    fn get(&self) -> BTreeMap<String, u64> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-}
-
-/// An `io::Write` that only counts.
-struct ByteCounter(u64);
-
-impl std::io::Write for ByteCounter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0 += buf.len() as u64;
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 impl Default for Metrics {
@@ -145,14 +102,11 @@ struct ProxyLabels {
 
 /// Reads, at scrape time, each class's published version and size and where its proxies are.
 #[derive(Debug)]
-struct RolloutCollector {
-    hub: Hub,
-    sizes: SnapshotSizes,
-}
+struct RolloutCollector(Hub);
 
 impl Collector for RolloutCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let classes = self.hub.classes();
+        let classes = self.0.classes();
         let class = |c: &str| ClassLabel {
             ingress_class: c.to_owned(),
         };
@@ -163,20 +117,19 @@ impl Collector for RolloutCollector {
             MetricType::Gauge,
         )?;
         for c in &classes {
-            if let Some(version) = self.hub.version(c) {
+            if let Some(version) = self.0.version(c) {
                 ConstGauge::new(version as i64).encode(family.encode_family(&class(c))?)?;
             }
         }
-        let sizes = self.sizes.get();
         let mut family = encoder.encode_descriptor(
             "snapshot_bytes",
-            "Size in bytes of each IngressClass's current snapshot as JSON, what a full frame carries",
+            "Size in bytes of the full frame of each IngressClass's current snapshot, as sent to proxies",
             None,
             MetricType::Gauge,
         )?;
         for c in &classes {
-            if let Some(bytes) = sizes.get(c) {
-                ConstGauge::new(*bytes as i64).encode(family.encode_family(&class(c))?)?;
+            if let Some(bytes) = self.0.full_frame_len(c) {
+                ConstGauge::new(bytes as i64).encode(family.encode_family(&class(c))?)?;
             }
         }
         let mut family = encoder.encode_descriptor(
@@ -186,7 +139,7 @@ impl Collector for RolloutCollector {
             MetricType::Gauge,
         )?;
         for c in &classes {
-            let Some(rollout) = self.hub.rollout(c) else {
+            let Some(rollout) = self.0.rollout(c) else {
                 continue;
             };
             for (state, n) in [
@@ -200,7 +153,7 @@ impl Collector for RolloutCollector {
                 ConstGauge::new(n as i64).encode(family.encode_family(&labels)?)?;
             }
         }
-        let acks = self.hub.acks().borrow().clone();
+        let acks = self.0.acks().borrow().clone();
         let mut family = encoder.encode_descriptor(
             "proxy_applied_version",
             "Snapshot version each connected proxy acknowledged applying",
@@ -233,10 +186,7 @@ impl Metrics {
             .register_collector(Box::new(SentCollector(hub.clone())));
         metrics
             .registry
-            .register_collector(Box::new(RolloutCollector {
-                hub,
-                sizes: metrics.snapshot_bytes.clone(),
-            }));
+            .register_collector(Box::new(RolloutCollector(hub)));
         metrics
     }
 
@@ -305,7 +255,6 @@ impl Metrics {
             proxies_connected,
             spans_exported,
             spans_dropped,
-            snapshot_bytes: SnapshotSizes::default(),
         }
     }
 
@@ -331,9 +280,6 @@ mod tests {
         let hub = Hub::new();
         let metrics = Metrics::with_hub(hub.clone());
         hub.publish("portico", Snapshot::empty("portico"));
-        metrics
-            .snapshot_bytes
-            .set("portico", &Snapshot::empty("portico"));
         let kind = KindLabel { kind: "Ingress" };
         metrics.watch_events.get_or_create(&kind).inc();
         metrics.watch_errors.get_or_create(&kind).inc();
