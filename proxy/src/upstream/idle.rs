@@ -90,7 +90,10 @@ impl IdleWatch {
 }
 
 /// Runs `work` unless the exchange goes idle first: `None` then.
-pub async fn within<F: Future>(watch: &mut IdleWatch, work: F) -> Option<F::Output> {
+pub async fn within<F: Future>(watch: Option<&mut IdleWatch>, work: F) -> Option<F::Output> {
+    let Some(watch) = watch else {
+        return Some(work.await);
+    };
     let mut work = std::pin::pin!(work);
     std::future::poll_fn(|cx| {
         if let Poll::Ready(out) = work.as_mut().poll(cx) {
@@ -118,13 +121,18 @@ mod tests {
             }
         });
         let started = Instant::now();
-        let done = within(&mut watch, tokio::time::sleep(Duration::from_millis(1_000))).await;
+        let done = within(
+            Some(&mut watch),
+            tokio::time::sleep(Duration::from_millis(1_000)),
+        )
+        .await;
         assert!(done.is_some());
         ticking.await.unwrap();
         // Then silence: cut 300 ms after the last byte (at 1 s), not after the 5 s of work.
-        let cut = within(&mut watch, tokio::time::sleep(Duration::from_secs(5))).await;
+        let cut = within(Some(&mut watch), tokio::time::sleep(Duration::from_secs(5))).await;
         assert!(cut.is_none());
         let elapsed = started.elapsed();
         assert!(elapsed >= Duration::from_millis(1_300) && elapsed < Duration::from_millis(1_400));
+        assert!(within(None, async { 1 }).await == Some(1));
     }
 }

@@ -306,17 +306,9 @@ impl Backend {
                         // The connection may become a tunnel's: it gets a task of its own, and
                         // is not pooled again.
                         let sending = h1.into_spawned().try_send_request(req);
-                        match watch.as_mut() {
-                            None => Some(sending.await),
-                            Some(watch) => idle::within(watch, sending).await,
-                        }
+                        idle::within(watch.as_mut(), sending).await
                     } else {
-                        // Without an idle limit the send is awaited as it is: wrapping it
-                        // would move the future once more on every request.
-                        let sent = match watch.as_mut() {
-                            None => Some(h1.send(req).await),
-                            Some(watch) => idle::within(watch, h1.send(req)).await,
-                        };
+                        let sent = idle::within(watch.as_mut(), h1.send(req)).await;
                         lease.h1 = Some(h1);
                         sent
                     };
@@ -355,11 +347,9 @@ impl Backend {
                 }
                 Conn::H2(mut sender) => {
                     to_absolute_form(&mut req)?;
-                    let sent = match watch.as_mut() {
-                        None => Some(sender.try_send_request(req).await),
-                        Some(watch) => idle::within(watch, sender.try_send_request(req)).await,
-                    };
-                    let Some(sent) = sent else {
+                    let Some(sent) =
+                        idle::within(watch.as_mut(), sender.try_send_request(req)).await
+                    else {
                         return Err(ProxyError::UpstreamIdle);
                     };
                     match sent {
