@@ -88,7 +88,10 @@ pub struct HeadTimeoutIo<T> {
     head_started: Option<Instant>,
     /// Since when the connection has had nothing to do.
     idle_since: Instant,
-    sleep: Option<(Wait, Pin<Box<Sleep>>)>,
+    /// One timer for the connection's life, armed lazily: it may fire before the deadline in
+    /// force (which then re-arms it), never after. Requests on a busy keep-alive connection
+    /// therefore neither allocate a timer nor touch the timer wheel.
+    sleep: Option<Pin<Box<Sleep>>>,
     first_read: bool,
 }
 
@@ -161,7 +164,6 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for HeadTimeoutIo<T> {
             // A head was received or an exchange ended since the last read: start afresh.
             this.seen = transitions;
             this.head_started = None;
-            this.sleep = None;
             this.idle_since = Instant::now();
         }
         let busy = this.timer.busy();
@@ -178,28 +180,33 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for HeadTimeoutIo<T> {
                 }
             }
             if !read.is_empty() && !busy && this.head_started.is_none() {
-                let started = Instant::now();
-                this.head_started = Some(started);
-                this.sleep = Some((
-                    Wait::Head,
-                    Box::pin(tokio::time::sleep_until(started + this.limit)),
-                ));
+                this.head_started = Some(Instant::now());
             }
             return polled;
         }
         if !polled.is_pending() || busy {
             return polled;
         }
-        let (wait, sleep) = this.sleep.get_or_insert_with(|| {
-            (
-                Wait::Idle,
-                Box::pin(tokio::time::sleep_until(this.idle_since + this.idle)),
-            )
-        });
-        if sleep.as_mut().poll(cx).is_pending() {
-            return polled;
+        let (wait, deadline) = match this.head_started {
+            Some(started) => (Wait::Head, started + this.limit),
+            None => (Wait::Idle, this.idle_since + this.idle),
+        };
+        let sleep = this
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if sleep.deadline() > deadline {
+            sleep.as_mut().reset(deadline);
         }
-        let wait = *wait;
+        loop {
+            if sleep.as_mut().poll(cx).is_pending() {
+                return polled;
+            }
+            if sleep.deadline() >= deadline {
+                break;
+            }
+            // Armed for an earlier deadline that no longer holds.
+            sleep.as_mut().reset(deadline);
+        }
         this.sleep = None;
         match wait {
             Wait::Head => {
