@@ -1271,6 +1271,19 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     Ok(std::time::Duration::from_millis(total_ms))
 }
 
+/// A duration on either program's command line: a [`parse_duration`] duration, or a bare number
+/// of seconds.
+pub fn parse_flag_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s
+            .parse()
+            .map(std::time::Duration::from_secs)
+            .map_err(|_| format!("invalid duration {s:?}: too large"));
+    }
+    parse_duration(s)
+}
+
 /// Parses a Kubernetes quantity (`1048576`, `512Ki`, `8Mi`, `1G`, `1.5Gi`, `1e6`) as a whole
 /// number of bytes. Fractions of a byte round up, as Kubernetes does; negative values and
 /// milli-units that do not make a whole byte are rejected.
@@ -1352,6 +1365,18 @@ mod tests {
         assert_eq!(ms("1h1m1s1ms"), Ok(3_661_001));
         assert_eq!(ms("0s"), Ok(0));
         assert_eq!(ms("99999h"), Ok(99_999 * 3_600_000));
+    }
+
+    #[test]
+    fn flag_durations_also_take_bare_seconds() {
+        let ms = |s: &str| parse_flag_duration(s).map(|d| d.as_millis());
+        assert_eq!(ms("30"), Ok(30_000));
+        assert_eq!(ms(" 2 "), Ok(2_000));
+        assert_eq!(ms("250ms"), Ok(250));
+        assert_eq!(ms("1h30m"), Ok(5_400_000));
+        for bad in ["", "1d", "s", "-1", "99999999999999999999"] {
+            assert!(parse_flag_duration(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -200,11 +200,13 @@ pub struct ClientIpDetection {
 }
 
 /// Log line formats.
+// Also the type of both programs' `--log-format` (feature `clap`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum LogFormat {
     /// Human-readable lines.
     Text,
-    /// One JSON object per line (default in a cluster, for log collectors).
+    /// One JSON object per line.
     #[default]
     Json,
 }

@@ -4,7 +4,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
+pub use portico_crds::LogFormat;
+use portico_crds::parse_flag_duration;
 use portico_otlp::{Protocol, parse_ratio};
 
 const ABOUT: &str = "Portico's operator: watches Ingresses and what they reference, translates \
@@ -132,11 +134,11 @@ pub struct Cli {
     pub tls_dir: Option<PathBuf>,
 
     /// Quiet time after a change before translating.
-    #[arg(long, env = "PORTICO_BATCH_DELAY", value_name = "DURATION", default_value = "100ms", value_parser = parse_duration)]
+    #[arg(long, env = "PORTICO_BATCH_DELAY", value_name = "DURATION", default_value = "100ms", value_parser = parse_flag_duration)]
     pub batch_delay: Duration,
 
     /// Longest a stream of changes can postpone a translation.
-    #[arg(long, env = "PORTICO_BATCH_MAX_DELAY", value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, env = "PORTICO_BATCH_MAX_DELAY", value_name = "DURATION", default_value = "1s", value_parser = parse_flag_duration)]
     pub batch_max_delay: Duration,
 
     /// Log line format on stderr.
@@ -175,36 +177,8 @@ pub struct Cli {
     pub trace_sampling: Option<f64>,
 
     /// Interval of keep-alive frames on idle snapshot streams.
-    #[arg(long, env = "PORTICO_PING_INTERVAL", value_name = "DURATION", default_value = "10s", value_parser = parse_duration, hide = true)]
+    #[arg(long, env = "PORTICO_PING_INTERVAL", value_name = "DURATION", default_value = "10s", value_parser = parse_flag_duration, hide = true)]
     pub ping_interval: Duration,
-}
-
-/// Log line formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
-
-/// Parses `30s`, `500ms`, `2m`, `1h` or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration (try 30s, 500ms, 2m)"))?;
-    match unit {
-        "" | "s" => Ok(Duration::from_secs(n)),
-        "ms" => Ok(Duration::from_millis(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        "h" => Ok(Duration::from_secs(n * 3600)),
-        _ => Err(format!(
-            "unknown unit `{unit}` in `{s}` (use ms, s, m or h)"
-        )),
-    }
 }
 
 impl Cli {
@@ -258,9 +232,12 @@ mod tests {
     }
 
     #[test]
-    fn durations() {
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
-        assert!(parse_duration("1d").is_err());
+    fn duration_flags_take_units_or_bare_seconds() {
+        let parse = |v: &str| {
+            Cli::try_parse_from(["portico-operator", "--batch-delay", v]).map(|c| c.batch_delay)
+        };
+        assert_eq!(parse("2").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse("250ms").unwrap(), Duration::from_millis(250));
+        assert!(parse("1d").is_err());
     }
 }

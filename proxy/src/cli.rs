@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+pub use portico_crds::LogFormat;
+use portico_crds::parse_flag_duration;
 use portico_otlp::{Protocol, parse_ratio};
 
 const ABOUT: &str = "Portico's data plane: an HTTP/1.1, HTTP/2 and TLS reverse proxy that serves \
@@ -172,7 +174,7 @@ pub struct Cli {
     pub workers: Option<u16>,
 
     /// How long in-flight requests may take to finish after SIGTERM.
-    #[arg(long, env = "PORTICO_DRAIN_TIMEOUT", value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "PORTICO_DRAIN_TIMEOUT", value_name = "DURATION", default_value = "30s", value_parser = parse_flag_duration)]
     pub drain_timeout: Duration,
 
     /// Most client connections open at once; further connections wait in the accept backlog.
@@ -181,16 +183,16 @@ pub struct Cli {
 
     /// Time a client has to send request headers once it started (and to finish a TLS
     /// handshake): 408 and the connection closed when exceeded.
-    #[arg(long, env = "PORTICO_HEADER_READ_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "PORTICO_HEADER_READ_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = parse_flag_duration)]
     pub header_read_timeout: Duration,
 
     /// An HTTP/1.1 connection that sends no request for this long (new, or between requests)
     /// is closed.
-    #[arg(long, env = "PORTICO_IDLE_TIMEOUT", value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, env = "PORTICO_IDLE_TIMEOUT", value_name = "DURATION", default_value = "60s", value_parser = parse_flag_duration)]
     pub idle_timeout: Duration,
 
     /// Time allowed to open a TCP (and TLS) connection to an endpoint; 504 when exceeded.
-    #[arg(long, env = "PORTICO_CONNECT_TIMEOUT", value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, env = "PORTICO_CONNECT_TIMEOUT", value_name = "DURATION", default_value = "5s", value_parser = parse_flag_duration)]
     pub connect_timeout: Duration,
 
     /// Keep an incoming X-Request-Id instead of replacing it with a generated one.
@@ -248,11 +250,11 @@ pub struct Cli {
     pub log_level: String,
 
     /// Quiet time after a change in the manifests directory before it is re-read.
-    #[arg(long, env = "PORTICO_WATCH_DEBOUNCE", value_name = "DURATION", default_value = "100ms", value_parser = parse_duration, hide = true)]
+    #[arg(long, env = "PORTICO_WATCH_DEBOUNCE", value_name = "DURATION", default_value = "100ms", value_parser = parse_flag_duration, hide = true)]
     pub watch_debounce: Duration,
 
     /// How long an upstream HTTP/1.1 connection may stay idle in the pool before it is closed.
-    #[arg(long, env = "PORTICO_UPSTREAM_IDLE_TIMEOUT", value_name = "DURATION", default_value = "60s", value_parser = parse_duration, hide = true)]
+    #[arg(long, env = "PORTICO_UPSTREAM_IDLE_TIMEOUT", value_name = "DURATION", default_value = "60s", value_parser = parse_flag_duration, hide = true)]
     pub upstream_idle_timeout: Duration,
 
     /// OTLP collector to send traces to, such as `http://jaeger:4318` (HTTP) or
@@ -296,37 +298,6 @@ pub enum AccessLogFormat {
     Off,
 }
 
-/// Log line formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
-
-/// Parses `30s`, `500ms`, `2m`, `1h` or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration (try 30s, 500ms, 2m)"))?;
-    let d = match unit {
-        "" | "s" => Duration::from_secs(n),
-        "ms" => Duration::from_millis(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        _ => {
-            return Err(format!(
-                "unknown unit `{unit}` in `{s}` (use ms, s, m or h)"
-            ));
-        }
-    };
-    Ok(d)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -334,13 +305,19 @@ mod tests {
     use std::path::Path;
 
     #[test]
-    fn durations() {
-        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
-        assert_eq!(parse_duration("30").unwrap(), Duration::from_secs(30));
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert!(parse_duration("1d").is_err());
-        assert!(parse_duration("s").is_err());
+    fn duration_flags_take_units_or_bare_seconds() {
+        let parse = |v: &str| {
+            Cli::try_parse_from(["portico-proxy", "--manifests", "/m", "--drain-timeout", v])
+                .map(|c| c.drain_timeout)
+        };
+        assert_eq!(parse("45").unwrap(), Duration::from_secs(45));
+        assert_eq!(parse("1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse("250ms").unwrap(), Duration::from_millis(250));
+        let err = parse("1d").unwrap_err().to_string();
+        assert!(
+            err.contains("--drain-timeout") && err.contains("unit"),
+            "{err}"
+        );
     }
 
     #[test]
