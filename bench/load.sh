@@ -84,15 +84,15 @@ trap 'exit 143' TERM
 
 # --- measuring -------------------------------------------------------------------------------
 
-# CPU ticks (user + system) used so far by the given processes, threads included.
+# CPU ticks used so far by the given processes, threads included: "user system".
 cpu_ticks() {
-  local total=0 pid t
+  local user=0 sys=0 pid u s
   for pid in "$@"; do
     # Fields after "pid (comm) ": state is the 1st, utime the 12th, stime the 13th.
-    t=$(sed 's/^.*) //' "/proc/$pid/stat" | awk '{print $12 + $13}')
-    total=$((total + t))
+    read -r u s < <(sed 's/^.*) //' "/proc/$pid/stat" | awk '{print $12, $13}')
+    user=$((user + u)) sys=$((sys + s))
   done
-  echo "$total"
+  echo "$user $sys"
 }
 # Resident memory in KiB of the given processes.
 rss_kib() {
@@ -103,6 +103,8 @@ rss_kib() {
   done
   echo "$total"
 }
+# Seconds in a number of CPU ticks.
+seconds() { awk -v t="$1" -v hz="$TICKS" 'BEGIN {printf "%.2f", t / hz}'; }
 mib() { awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 # Waits until a URL answers 200, for up to $2 seconds.
@@ -147,37 +149,38 @@ h2_latency_ms() { # LOG PERCENT
 # Per target: the address for HTTP/1.1, for h2c, the Host to send, and the processes to charge.
 declare -A ADDR H2C_ADDR HOST PIDS
 # measure TARGET TOOL CONNS HEADER NAME: a warm-up, then a measured run whose raw output is kept
-# in $WORK/NAME.*; prints "requests rps p50_ms p99_ms cpu_s errors".
+# in $WORK/NAME.*; prints "requests rps p50_ms p99_ms cpu_s errors user_s system_s" (cpu_s is
+# user + system).
 measure() {
   local target=$1 tool=$2 conns=$3 header=$4 name=$5
   local addr=${ADDR[$target]} host=${HOST[$target]} out=$WORK/$name.txt
   local extra=() pids
   read -r -a pids <<<"${PIDS[$target]}"
   [ -n "$header" ] && extra=(-H "$header")
-  local requests rps p50 p99 errors before after
+  local requests rps p50 p99 errors u0 s0 u1 s1
   if [ "$tool" = wrk ]; then
     taskset -c $LOAD_CORE wrk -t1 -c"$conns" -d"${WARMUP}s" -H "Host: $host" "${extra[@]}" \
       "http://$addr/bench" >/dev/null 2>&1 || true
-    before=$(cpu_ticks "${pids[@]}")
+    read -r u0 s0 < <(cpu_ticks "${pids[@]}")
     taskset -c $LOAD_CORE wrk -t1 -c"$conns" -d"${DURATION}s" --timeout 5s --latency \
       -H "Host: $host" "${extra[@]}" "http://$addr/bench" >"$out" 2>&1 || true
-    after=$(cpu_ticks "${pids[@]}")
+    read -r u1 s1 < <(cpu_ticks "${pids[@]}")
     requests=$(wrk_requests "$out") rps=$(wrk_rps "$out") errors=$(wrk_errors "$out")
     p50=$(wrk_latency_ms "$out" 50%) p99=$(wrk_latency_ms "$out" 99%)
   else
     addr=${H2C_ADDR[$target]}
     taskset -c $LOAD_CORE h2load -t1 -c"$conns" -m10 -D"$WARMUP" -H ":authority: $host" \
       "http://$addr/bench" >/dev/null 2>&1 || true
-    before=$(cpu_ticks "${pids[@]}")
+    read -r u0 s0 < <(cpu_ticks "${pids[@]}")
     taskset -c $LOAD_CORE h2load -t1 -c"$conns" -m10 -D"$DURATION" -H ":authority: $host" \
       --log-file="$WORK/$name.tsv" "http://$addr/bench" >"$out" 2>&1 || true
-    after=$(cpu_ticks "${pids[@]}")
+    read -r u1 s1 < <(cpu_ticks "${pids[@]}")
     requests=$(h2_requests "$out") rps=$(h2_rps "$out") errors=$(h2_errors "$out")
     p50=$(h2_latency_ms "$WORK/$name.tsv" 50) p99=$(h2_latency_ms "$WORK/$name.tsv" 99)
   fi
-  local cpu
-  cpu=$(awk -v t=$((after - before)) -v hz="$TICKS" 'BEGIN {printf "%.2f", t / hz}')
-  echo "${requests:-0} ${rps:-0} ${p50:-n/a} ${p99:-n/a} $cpu ${errors:-0}"
+  local cpu user sys
+  cpu=$(seconds $((u1 - u0 + s1 - s0))) user=$(seconds $((u1 - u0))) sys=$(seconds $((s1 - s0)))
+  echo "${requests:-0} ${rps:-0} ${p50:-n/a} ${p99:-n/a} $cpu ${errors:-0} $user $sys"
 }
 
 # compare KEY TOOL CONNS HEADER TARGET... : BENCH_ROUNDS rounds, each target in turn; keeps the
@@ -191,9 +194,9 @@ compare() {
     for target in "$@"; do
       log "$key: $target, round $round/$ROUNDS"
       result=$(measure "$target" "$tool" "$conns" "$header" "$key-$target-r$round")
-      log "   requests rps p50_ms p99_ms cpu_s errors: $result"
-      read -r _ rps _ _ _ _ <<<"$result"
-      read -r _ best_rps _ _ _ _ <<<"${BEST[$key-$target]:-0 0 0 0 0 0}"
+      log "   requests rps p50_ms p99_ms cpu_s errors user_s system_s: $result"
+      read -r _ rps _ <<<"$result"
+      read -r _ best_rps _ <<<"${BEST[$key-$target]:-0 0}"
       if [ -z "${BEST[$key-$target]:-}" ] || [ "$rps" -gt "$best_rps" ]; then
         BEST[$key-$target]=$result
       fi
@@ -293,13 +296,29 @@ per_cpu() { awk -v r="$1" -v c="$2" 'BEGIN { if (c > 0) printf "%.0f", r / c; el
   echo "| scenario | req/s Portico | req/s nginx | ratio | p50 / p99 ms Portico | p50 / p99 ms nginx | CPU-s Portico | CPU-s nginx | req per CPU-s Portico | req per CPU-s nginx | ratio | errors P / n |"
   echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   for i in "${!titles[@]}"; do
-    read -r pr prps pp50 pp99 pcpu perr <<<"${BEST[s$i-portico]}"
-    read -r nr nrps np50 np99 ncpu nerr <<<"${BEST[s$i-nginx]}"
+    read -r pr prps pp50 pp99 pcpu perr _ <<<"${BEST[s$i-portico]}"
+    read -r nr nrps np50 np99 ncpu nerr _ <<<"${BEST[s$i-nginx]}"
     ppc=$(per_cpu "$pr" "$pcpu") npc=$(per_cpu "$nr" "$ncpu")
     echo "| ${titles[$i]} | $prps | $nrps | $(ratio "$prps" "$nrps") | $pp50 / $pp99 | $np50 / $np99 | $pcpu | $ncpu | $ppc | $npc | $(ratio "$ppc" "$npc") | $perr / $nerr |"
   done
-  read -r sr srps sp50 sp99 scpu serr <<<"${BEST[scale-portico]}"
-  read -r mr mrps mp50 mp99 mcpu merr <<<"${BEST[scale-many]}"
+  echo
+  echo "Where the CPU goes, µs per request (user / system, from /proc/PID/stat). \"Ceiling\" is the"
+  echo "req per CPU-s ratio a proxy with no user-space cost at all and nginx's kernel time per request"
+  echo "would reach: the kernel's share (TCP over loopback, wake-ups, epoll) bounds what any proxy"
+  echo "making the same socket calls can gain in that scenario."
+  echo
+  echo "| scenario | Portico user | Portico system | nginx user | nginx system | ceiling |"
+  echo "|---|---:|---:|---:|---:|---:|"
+  for i in "${!titles[@]}"; do
+    read -r pr _ _ _ _ _ pu ps <<<"${BEST[s$i-portico]}"
+    read -r nr _ _ _ _ _ nu ns <<<"${BEST[s$i-nginx]}"
+    awk -v t="${titles[$i]}" -v pr="$pr" -v pu="$pu" -v ps="$ps" -v nr="$nr" -v nu="$nu" -v ns="$ns" \
+      'BEGIN { if (pr > 0 && nr > 0 && ns > 0)
+                 printf "| %s | %.2f | %.2f | %.2f | %.2f | %.2f× |\n", t, pu * 1e6 / pr, ps * 1e6 / pr,
+                   nu * 1e6 / nr, ns * 1e6 / nr, (nu + ns) / ns }'
+  done
+  read -r sr srps sp50 sp99 scpu serr _ <<<"${BEST[scale-portico]}"
+  read -r mr mrps mp50 mp99 mcpu merr _ <<<"${BEST[scale-many]}"
   echo
   echo "| memory and scale | Portico | nginx |"
   echo "|---|---:|---:|"
