@@ -37,15 +37,23 @@ use crate::telemetry::{
 };
 use crate::upstream::{Backend, RequestBody};
 
-/// The handler of one route: a boxed, cloneable service built once per snapshot.
-#[derive(Clone)]
+/// The handler of one route, built once per snapshot.
 pub struct RouteStack {
     id: Arc<str>,
-    service: Svc,
-    /// The route has policy layers, which read the request's [`Client`].
-    has_policy: bool,
+    handler: Handler,
     /// Metric handles and trace attributes of the route.
     telemetry: Arc<RouteTelemetry>,
+}
+
+/// How a route's requests reach its backend.
+#[derive(Clone)]
+enum Handler {
+    /// No policy: straight to the forwarder, without a boxed service to clone and a boxed
+    /// future per layer.
+    Direct(Forward),
+    /// The forwarder in the layers of the route's IngressPolicy, which read the request's
+    /// [`Client`].
+    Policy(Svc),
 }
 
 impl std::fmt::Debug for RouteStack {
@@ -71,23 +79,27 @@ pub fn route_stack(
     class: &str,
     metrics: &Metrics,
 ) -> RouteStack {
-    let forward = Svc::new(Forward {
+    let forward = Forward {
         backend: backends.get(route.backend.as_str()).cloned(),
         backend_id: route.backend.as_str().into(),
         rate_limited: route.policy.rate_limit.is_some(),
-    });
-    let has_policy = !route.policy.is_empty();
-    let service = if has_policy {
-        let _route = tracing::info_span!("route", id = %route.id).entered();
-        policy::stack(&route.id, &route.policy, replicas, policy, forward)
+    };
+    let handler = if route.policy.is_empty() {
+        Handler::Direct(forward)
     } else {
-        forward
+        let _route = tracing::info_span!("route", id = %route.id).entered();
+        Handler::Policy(policy::stack(
+            &route.id,
+            &route.policy,
+            replicas,
+            policy,
+            Svc::new(forward),
+        ))
     };
     let telemetry = Arc::new(RouteTelemetry::new(route, class, metrics));
     RouteStack {
         id: telemetry.id.clone(),
-        service,
-        has_policy,
+        handler,
         telemetry,
     }
 }
@@ -112,6 +124,14 @@ impl tower::Service<Req> for Forward {
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
+        let forward = self.clone();
+        Box::pin(async move { forward.forward(req).await })
+    }
+}
+
+impl Forward {
+    /// Sends `req` to the backend, marking in its trace that the route's policy passed it.
+    async fn forward(&self, req: Req) -> Result<Response<ProxyBody>> {
         if let Some(Observe { trace: Some(trace) }) = req.extensions().get::<Observe>() {
             let method = req.extensions().get::<Identity>().map(|i| match i.method {
                 AuthMethod::Basic => "basic",
@@ -122,14 +142,8 @@ impl tower::Service<Req> for Forward {
             trace.policy_passed(self.rate_limited, method);
         }
         match &self.backend {
-            Some(backend) => {
-                let backend = backend.clone();
-                Box::pin(async move { backend.forward(req).await })
-            }
-            None => {
-                let id = self.backend_id.to_string();
-                Box::pin(async move { Err(ProxyError::MissingBackend(id)) })
-            }
+            Some(backend) => backend.forward(req).await,
+            None => Err(ProxyError::MissingBackend(self.backend_id.to_string())),
         }
     }
 }
@@ -293,7 +307,7 @@ async fn proxy(
         return Err(ProxyError::BadRequest("the path must start with /"));
     }
     let path = normalize_path(uri_path);
-    let stack = {
+    let handler = {
         let config = state.config();
         if conn.tls {
             // A request may only name a host the connection's handshake was made for: one
@@ -315,16 +329,12 @@ async fn proxy(
                 }
             }
         }
-        config.lookup(host_str, &match_path(&path))?.clone()
+        let stack = config.lookup(host_str, &match_path(&path))?;
+        tracing::trace!(route = stack.route_id(), "routed");
+        *matched = Some(stack.telemetry.clone());
+        stack.handler.clone()
     };
-    tracing::trace!(route = stack.route_id(), "routed");
-    let RouteStack {
-        service,
-        has_policy,
-        telemetry,
-        ..
-    } = stack;
-    *matched = Some(telemetry);
+    let has_policy = matches!(handler, Handler::Policy(_));
     // The upstream gets the origin form: the normalised path and the original query.
     let rewrite = matches!(path, std::borrow::Cow::Owned(_))
         || req.uri().scheme().is_some()
@@ -353,7 +363,11 @@ async fn proxy(
     if let Some(client) = client {
         req.extensions_mut().insert(client);
     }
-    let mut response = service.oneshot(req).await?;
+    let mut response = match handler {
+        // Boxed: the connection's future stays small, and is moved once per request.
+        Handler::Direct(forward) => Box::pin(forward.forward(req)).await?,
+        Handler::Policy(service) => service.oneshot(req).await?,
+    };
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     hygiene::prepare_response(response.headers_mut(), switching);
     Ok(response)
