@@ -12,12 +12,18 @@
 # many events each epoll_wait returns: compare proxies, not absolute figures). Kernel time is not
 # in the Ir figure. All traffic stays on 127.0.0.1. Outputs in $ICOUNT_WORK (default
 # /tmp/portico-icount; bench/load.sh wipes .bench/).
+#
+# ICOUNT_ROUTES=N loads N Ingresses (with their Services and EndpointSlices) into Portico and
+# sends every request through the middle one: compare with the default of 1 to see what a large
+# routing table costs per request, free of wall-clock noise.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 WORK=${ICOUNT_WORK:-${TMPDIR:-/tmp}/portico-icount}
 DURATION=${ICOUNT_DURATION:-5}
+ROUTES=${ICOUNT_ROUTES:-1}
+HOST=svc-$(((ROUTES + 1) / 2)).bench.localhost
 UPSTREAM=127.0.0.1:19100
 PROXY=127.0.0.1:18180
 WHO=${1:-both}
@@ -36,11 +42,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-wait_up() { for _ in $(seq 1 300); do curl -s -m 1 -o /dev/null -H "Host: $2" "http://$1/bench" && return 0; sleep 0.1; done; return 1; }
+# Until the proxy routes HOST ($2) to the upstream: with many routes under valgrind, minutes.
+wait_up() { for _ in $(seq 1 3000); do curl -sf -m 1 -o /dev/null -H "Host: $2" "http://$1/bench" && return 0; sleep 0.1; done; return 1; }
 
 taskset -c 1 "$BIN/portico-sample-backend" --listen $UPSTREAM --name bench --workers 1 >"$WORK/upstream.log" 2>&1 &
 pids+=($!)
-bench/gen-ingresses.sh 1 "$WORK/manifests" "${UPSTREAM##*:}"
+rm -rf "$WORK/manifests"
+bench/gen-ingresses.sh "$ROUTES" "$WORK/manifests" "${UPSTREAM##*:}"
 # shellcheck source=bench/nginx.conf.sh
 . bench/nginx.conf.sh
 nginx_conf --no-master "$WORK/nginx" $UPSTREAM $PROXY
@@ -56,7 +64,7 @@ start() {
     taskset -c 0 "$@" nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" >"$WORK/$who.log" 2>&1 &
   fi
   PROXY_PID=$!
-  wait_up $PROXY svc-1.bench.localhost || { cat "$WORK/$who.log"; exit 1; }
+  wait_up $PROXY "$HOST" || { cat "$WORK/$who.log"; exit 1; }
 }
 stop() { kill -TERM "$PROXY_PID" 2>/dev/null || true; wait "$PROXY_PID" 2>/dev/null || true; }
 
@@ -67,7 +75,7 @@ load() { # SCENARIO OUT
     ka1000) conns=1000 ;;
     close) conns=16 hdr=(-H "Connection: close") ;;
   esac
-  taskset -c 1 wrk -t1 -c$conns -d"${DURATION}s" --timeout 10s -H "Host: svc-1.bench.localhost" \
+  taskset -c 1 wrk -t1 -c$conns -d"${DURATION}s" --timeout 10s -H "Host: $HOST" \
     "${hdr[@]}" "http://$PROXY/bench" >"$2" 2>&1 || true
   awk '/ requests in / {print $1; exit}' "$2"
 }
