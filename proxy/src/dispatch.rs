@@ -124,14 +124,20 @@ impl tower::Service<Req> for Forward {
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        let forward = self.clone();
-        Box::pin(async move { forward.forward(req).await })
+        match self.backend(&req) {
+            Ok(backend) => {
+                let backend = backend.clone();
+                Box::pin(async move { backend.forward(req).await })
+            }
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        }
     }
 }
 
 impl Forward {
-    /// Sends `req` to the backend, marking in its trace that the route's policy passed it.
-    async fn forward(&self, req: Req) -> Result<Response<ProxyBody>> {
+    /// The backend `req` goes to. Marks in the request's trace that the route's policy passed
+    /// it.
+    fn backend(&self, req: &Req) -> Result<&Arc<Backend>> {
         if let Some(Observe { trace: Some(trace) }) = req.extensions().get::<Observe>() {
             let method = req.extensions().get::<Identity>().map(|i| match i.method {
                 AuthMethod::Basic => "basic",
@@ -141,10 +147,9 @@ impl Forward {
             });
             trace.policy_passed(self.rate_limited, method);
         }
-        match &self.backend {
-            Some(backend) => backend.forward(req).await,
-            None => Err(ProxyError::MissingBackend(self.backend_id.to_string())),
-        }
+        self.backend
+            .as_ref()
+            .ok_or_else(|| ProxyError::MissingBackend(self.backend_id.to_string()))
     }
 }
 
@@ -365,7 +370,7 @@ async fn proxy(
     }
     let mut response = match handler {
         // Boxed: the connection's future stays small, and is moved once per request.
-        Handler::Direct(forward) => Box::pin(forward.forward(req)).await?,
+        Handler::Direct(forward) => Box::pin(forward.backend(&req)?.forward(req)).await?,
         Handler::Policy(service) => service.oneshot(req).await?,
     };
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;

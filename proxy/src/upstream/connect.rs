@@ -8,7 +8,7 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::{Pin, pin};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -183,19 +183,18 @@ impl H1Conn {
     }
 
     /// Sends `req`, driving the connection until the response head arrives.
-    pub async fn send(
+    pub fn send(
         &mut self,
         req: Request<RequestBody>,
-    ) -> Result<Response<Incoming>, TrySendError<Request<RequestBody>>> {
-        let mut response = pin!(self.sender.try_send_request(req));
-        std::future::poll_fn(|cx| {
-            // The connection first: it writes the request and reads the head. Should it end,
-            // dropping it answers the response future with an error (with the request back
-            // if it was not sent).
-            self.drive(cx);
-            response.as_mut().poll(cx)
-        })
-        .await
+    ) -> Sending<
+        '_,
+        impl Future<Output = Result<Response<Incoming>, TrySendError<Request<RequestBody>>>>,
+    > {
+        let response = self.sender.try_send_request(req);
+        Sending {
+            conn: self,
+            response,
+        }
     }
 
     /// Hands the connection to a task of its own, which can give it up to an upgrade (a
@@ -209,6 +208,30 @@ impl H1Conn {
             });
         }
         self.sender
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`H1Conn::send`]. A named future, not an `async fn`: it is part of every
+    /// request's future, and an `async fn` would hold the request twice.
+    #[must_use = "futures do nothing unless polled"]
+    pub struct Sending<'c, F> {
+        conn: &'c mut H1Conn,
+        #[pin]
+        response: F,
+    }
+}
+
+impl<F: Future> Future for Sending<'_, F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        // The connection first: it writes the request and reads the head. Should it end,
+        // dropping it answers the response future with an error (with the request back if it
+        // was not sent).
+        this.conn.drive(cx);
+        this.response.poll(cx)
     }
 }
 

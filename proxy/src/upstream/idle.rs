@@ -90,18 +90,38 @@ impl IdleWatch {
 }
 
 /// Runs `work` unless the exchange goes idle first: `None` then.
-pub async fn within<F: Future>(watch: Option<&mut IdleWatch>, work: F) -> Option<F::Output> {
-    let Some(watch) = watch else {
-        return Some(work.await);
-    };
-    let mut work = std::pin::pin!(work);
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(out) = work.as_mut().poll(cx) {
+///
+/// A named future rather than an `async fn`: this wraps each request's upstream exchange, and an
+/// `async fn` would hold `work` twice (argument and pinned local), making every future around it
+/// larger and costlier to move.
+pub fn within<F: Future>(watch: Option<&mut IdleWatch>, work: F) -> Within<'_, F> {
+    Within { watch, work }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`within`].
+    #[derive(Debug)]
+    #[must_use = "futures do nothing unless polled"]
+    pub struct Within<'w, F> {
+        watch: Option<&'w mut IdleWatch>,
+        #[pin]
+        work: F,
+    }
+}
+
+impl<F: Future> Future for Within<'_, F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(out) = this.work.poll(cx) {
             return Poll::Ready(Some(out));
         }
-        watch.poll_expired(cx).map(|()| None)
-    })
-    .await
+        match this.watch {
+            Some(watch) => watch.poll_expired(cx).map(|()| None),
+            None => Poll::Pending,
+        }
+    }
 }
 
 #[cfg(test)]
