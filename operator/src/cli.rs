@@ -55,7 +55,7 @@ Examples:
     portico-proxy --control-plane https://127.0.0.1:PORT --class portico \\
       --control-plane-ca ./pki/ca.crt --token-file ./token
 
-Durations are written like 30s, 500ms, 2m or 1h; a bare number means seconds.";
+Durations are written like 30s, 500ms, 2m, 1h or 1m30s; a bare number means seconds.";
 
 /// Command line of `portico-operator`.
 #[derive(Debug, Clone, Parser)]

@@ -80,7 +80,7 @@ Examples:
     portico-proxy --manifests ./m --otlp-endpoint http://jaeger:4317 --otlp-protocol grpc \\
       --trace-sampling 0.1 --access-log text
 
-Durations are written like 30s, 500ms, 2m or 1h; a bare number means seconds.";
+Durations are written like 30s, 500ms, 2m, 1h or 1m30s; a bare number means seconds.";
 
 /// Command line of `portico-proxy`.
 #[derive(Debug, Clone, Parser)]
