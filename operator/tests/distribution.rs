@@ -452,12 +452,7 @@ async fn proxy_follows_the_operator_live_and_survives_its_restart() {
             .await
             .unwrap()
             .1;
-        let value = |prefix: &str| {
-            metrics
-                .lines()
-                .find_map(|l| l.strip_prefix(prefix))
-                .and_then(|v| v.trim().parse::<u64>().ok())
-        };
+        let value = |prefix: &str| metric_value(&metrics, prefix);
         let version = value("portico_operator_snapshot_version{ingress_class=\"portico\"} ");
         let applied = value(
             "portico_operator_proxy_applied_version{ingress_class=\"portico\",proxy=\"proxy-test\"} ",
@@ -630,11 +625,8 @@ async fn a_collector_that_is_down_costs_spans_not_snapshots() {
             .await
             .unwrap()
             .1;
-        let dropped = metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("portico_operator_trace_spans_dropped_total "))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap_or(0);
+        let dropped =
+            metric_value(&metrics, "portico_operator_trace_spans_dropped_total ").unwrap_or(0);
         if dropped > 0 {
             break;
         }
@@ -644,4 +636,13 @@ async fn a_collector_that_is_down_costs_spans_not_snapshots() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The value of the sample whose line starts with `prefix` (name, labels and a space) in a
+/// Prometheus text exposition.
+fn metric_value(metrics: &str, prefix: &str) -> Option<u64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .and_then(|v| v.trim().parse().ok())
 }
