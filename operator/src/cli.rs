@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::Parser;
 pub use portico_crds::LogFormat;
 use portico_crds::parse_flag_duration;
-use portico_otlp::{Protocol, parse_ratio};
+use portico_otlp::Flags;
 
 const ABOUT: &str = "Portico's operator: watches Ingresses and what they reference, translates \
 them into routing snapshots and streams each IngressClass's snapshot to its proxies.";
@@ -160,21 +160,9 @@ pub struct Cli {
     )]
     pub log_level: String,
 
-    /// OTLP collector to send the operator's traces to, such as `http://jaeger:4318` (HTTP) or
-    /// `http://otel-collector:4317` (gRPC). Without it (and without
-    /// OTEL_EXPORTER_OTLP_ENDPOINT) tracing is off. For HTTP, `/v1/traces` is appended unless
-    /// the URL has a path.
-    #[arg(long, env = "PORTICO_OTLP_ENDPOINT", value_name = "URL")]
-    pub otlp_endpoint: Option<String>,
-
-    /// OTLP transport. Default: OTEL_EXPORTER_OTLP_PROTOCOL, else http.
-    #[arg(long, env = "PORTICO_OTLP_PROTOCOL", value_name = "PROTOCOL")]
-    pub otlp_protocol: Option<Protocol>,
-
-    /// Fraction of traces to record (0 to 1). Default: OTEL_TRACES_SAMPLER and
-    /// OTEL_TRACES_SAMPLER_ARG, else 1.
-    #[arg(long, env = "PORTICO_TRACE_SAMPLING", value_name = "RATIO", value_parser = parse_ratio)]
-    pub trace_sampling: Option<f64>,
+    /// Trace export: --otlp-endpoint, --otlp-protocol, --trace-sampling.
+    #[command(flatten)]
+    pub otlp: Flags,
 
     /// Interval of keep-alive frames on idle snapshot streams.
     #[arg(long, env = "PORTICO_PING_INTERVAL", value_name = "DURATION", default_value = "10s", value_parser = parse_flag_duration, hide = true)]

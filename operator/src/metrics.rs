@@ -2,6 +2,7 @@
 //! the proxy pods currently known to the hub; no Ingress or request ever makes a label.
 
 use portico_distribute::server::Hub;
+use portico_otlp::ExportCounters;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::MetricType;
@@ -35,10 +36,8 @@ pub struct Metrics {
     pub classes: Gauge,
     /// Proxies with an open snapshot stream.
     pub proxies_connected: Gauge,
-    /// Spans the OTLP collector accepted.
-    pub spans_exported: Counter,
-    /// Spans lost on the way to the collector.
-    pub spans_dropped: Counter,
+    /// Spans accepted by the OTLP collector, and spans lost on the way.
+    pub spans: ExportCounters,
 }
 
 impl Default for Metrics {
@@ -232,18 +231,7 @@ impl Metrics {
             "Proxies with an open snapshot stream",
             proxies_connected.clone(),
         );
-        let spans_exported = Counter::default();
-        registry.register(
-            "trace_spans_exported",
-            "Spans accepted by the OTLP collector",
-            spans_exported.clone(),
-        );
-        let spans_dropped = Counter::default();
-        registry.register(
-            "trace_spans_dropped",
-            "Spans lost: export queue full, collector unreachable, failing or too slow",
-            spans_dropped.clone(),
-        );
+        let spans = ExportCounters::registered(&mut registry);
         Self {
             registry,
             watch_events,
@@ -253,8 +241,7 @@ impl Metrics {
             translation_duration,
             classes,
             proxies_connected,
-            spans_exported,
-            spans_dropped,
+            spans,
         }
     }
 

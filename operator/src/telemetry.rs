@@ -8,7 +8,7 @@
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
-use portico_otlp::{ExportCounters, Flags, Flusher, TraceSettings};
+use portico_otlp::{Flusher, TraceSettings};
 use tracing::Level;
 use tracing_subscriber::filter::{EnvFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -24,11 +24,6 @@ pub fn trace_settings(
     cli: &Cli,
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<Option<TraceSettings>, String> {
-    let flags = Flags {
-        endpoint: cli.otlp_endpoint.clone(),
-        protocol: cli.otlp_protocol,
-        sampling: cli.trace_sampling,
-    };
     let resource = vec![
         ("service.name".to_owned(), "portico-operator".to_owned()),
         (
@@ -37,7 +32,7 @@ pub fn trace_settings(
         ),
         ("k8s.namespace.name".to_owned(), cli.namespace.clone()),
     ];
-    TraceSettings::resolve(&flags, resource, env)
+    TraceSettings::resolve(&cli.otlp, resource, env)
 }
 
 /// The layer that turns the operator's spans into OpenTelemetry spans: ours and the
@@ -93,11 +88,7 @@ pub fn init(
         Registry::default().with(log).init();
         return Ok(Exporting::default());
     };
-    let counters = ExportCounters {
-        exported: metrics.spans_exported.clone(),
-        dropped: metrics.spans_dropped.clone(),
-    };
-    let (provider, flusher) = portico_otlp::start(traces, counters)?;
+    let (provider, flusher) = portico_otlp::start(traces, metrics.spans.clone())?;
     Registry::default()
         .with(log)
         .with(span_layer(&provider))

@@ -15,6 +15,7 @@ use opentelemetry_otlp::SpanExporter;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{Span, SpanData, SpanExporter as _, SpanProcessor};
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
 use tokio::sync::{mpsc, oneshot};
 
 /// Queue and batch sizes (`OTEL_BSP_*`).
@@ -42,10 +43,29 @@ impl Default for BatchSettings {
 }
 
 /// Counters of what became of the spans.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ExportCounters {
     pub exported: Counter,
     pub dropped: Counter,
+}
+
+impl ExportCounters {
+    /// New counters, registered in `registry` as `trace_spans_exported` and
+    /// `trace_spans_dropped` (the registry adds its prefix).
+    pub fn registered(registry: &mut Registry) -> Self {
+        let counters = Self::default();
+        registry.register(
+            "trace_spans_exported",
+            "Spans accepted by the OTLP collector",
+            counters.exported.clone(),
+        );
+        registry.register(
+            "trace_spans_dropped",
+            "Spans lost: export queue full, collector unreachable, failing or too slow",
+            counters.dropped.clone(),
+        );
+        counters
+    }
 }
 
 /// The span processor: queues sampled spans for [`run`].

@@ -15,13 +15,32 @@ pub enum Protocol {
     Http,
 }
 
-/// What the command line says; each `None` falls back to the environment.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// What the command line says; each `None` falls back to the environment. Both programs
+/// flatten these into their command lines.
+#[derive(Debug, Clone, Default, PartialEq, clap::Args)]
 pub struct Flags {
-    /// Base URL of the collector.
+    /// OTLP collector to send traces to, such as `http://jaeger:4318` (HTTP) or
+    /// `http://otel-collector:4317` (gRPC). Without it (and without OTEL_EXPORTER_OTLP_ENDPOINT)
+    /// tracing is off. For HTTP, `/v1/traces` is appended unless the URL has a path.
+    #[arg(
+        long = "otlp-endpoint",
+        env = "PORTICO_OTLP_ENDPOINT",
+        value_name = "URL"
+    )]
     pub endpoint: Option<String>,
+
+    /// OTLP transport. Default: OTEL_EXPORTER_OTLP_PROTOCOL, else http.
+    #[arg(
+        long = "otlp-protocol",
+        env = "PORTICO_OTLP_PROTOCOL",
+        value_name = "PROTOCOL"
+    )]
     pub protocol: Option<Protocol>,
-    /// Fraction of new traces recorded, parent-based.
+
+    /// Fraction of new traces to record (0 to 1); a trace continued from a trusted, sampled
+    /// parent is always recorded. Default: OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG,
+    /// else 1.
+    #[arg(long = "trace-sampling", env = "PORTICO_TRACE_SAMPLING", value_name = "RATIO", value_parser = parse_ratio)]
     pub sampling: Option<f64>,
 }
 

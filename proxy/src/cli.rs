@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 pub use portico_crds::LogFormat;
 use portico_crds::parse_flag_duration;
-use portico_otlp::{Protocol, parse_ratio};
+use portico_otlp::Flags;
 
 const ABOUT: &str = "Portico's data plane: an HTTP/1.1, HTTP/2 and TLS reverse proxy that serves \
 Kubernetes Ingresses.";
@@ -257,20 +257,9 @@ pub struct Cli {
     #[arg(long, env = "PORTICO_UPSTREAM_IDLE_TIMEOUT", value_name = "DURATION", default_value = "60s", value_parser = parse_flag_duration, hide = true)]
     pub upstream_idle_timeout: Duration,
 
-    /// OTLP collector to send traces to, such as `http://jaeger:4318` (HTTP) or
-    /// `http://otel-collector:4317` (gRPC). Without it (and without OTEL_EXPORTER_OTLP_ENDPOINT)
-    /// tracing is off. For HTTP, `/v1/traces` is appended unless the URL has a path.
-    #[arg(long, env = "PORTICO_OTLP_ENDPOINT", value_name = "URL")]
-    pub otlp_endpoint: Option<String>,
-
-    /// OTLP transport. Default: OTEL_EXPORTER_OTLP_PROTOCOL, else http.
-    #[arg(long, env = "PORTICO_OTLP_PROTOCOL", value_name = "PROTOCOL")]
-    pub otlp_protocol: Option<Protocol>,
-
-    /// Fraction of new traces to record (0 to 1); requests whose trusted parent was sampled are
-    /// always recorded. Default: OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG, else 1.
-    #[arg(long, env = "PORTICO_TRACE_SAMPLING", value_name = "RATIO", value_parser = parse_ratio)]
-    pub trace_sampling: Option<f64>,
+    /// Trace export: --otlp-endpoint, --otlp-protocol, --trace-sampling.
+    #[command(flatten)]
+    pub otlp: Flags,
 
     /// Continue the trace of an incoming `traceparent`/`tracestate` instead of starting a new
     /// trace for every request (trust it only when clients are your own services).
@@ -348,6 +337,6 @@ mod tests {
             Cli::try_parse_from(["portico-proxy", "--manifests", "/m", "--workers", "0"]).is_err()
         );
         assert_eq!(cli.access_log, AccessLogFormat::Json);
-        assert!(cli.otlp_endpoint.is_none() && !cli.trust_trace_context);
+        assert!(cli.otlp.endpoint.is_none() && !cli.trust_trace_context);
     }
 }

@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use portico_otlp::ExportCounters;
 use prometheus_client::encoding::{
     EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelSetEncoder, LabelValueEncoder,
     MetricEncoder, NoLabelSet,
@@ -241,10 +242,8 @@ pub struct Metrics {
     snapshot_applied_at: SnapshotAge,
     /// Distributed rate-limit checks that fell back to local limits (Redis unreachable/slow).
     pub rate_limit_backend_errors: Counter,
-    /// Spans handed to the OTLP exporter and accepted by the collector.
-    pub spans_exported: Counter,
-    /// Spans lost: the export queue was full, or the collector failed or did not answer.
-    pub spans_dropped: Counter,
+    /// Spans accepted by the OTLP collector, and spans lost on the way.
+    pub spans: ExportCounters,
     /// Access log lines lost because stdout could not keep up.
     pub access_log_dropped: Counter,
 }
@@ -332,18 +331,7 @@ impl Metrics {
             "Distributed rate-limit checks decided locally because Redis did not answer",
             rate_limit_backend_errors.clone(),
         );
-        let spans_exported = Counter::default();
-        registry.register(
-            "trace_spans_exported",
-            "Spans accepted by the OTLP collector",
-            spans_exported.clone(),
-        );
-        let spans_dropped = Counter::default();
-        registry.register(
-            "trace_spans_dropped",
-            "Spans lost: export queue full, collector unreachable, failing or too slow",
-            spans_dropped.clone(),
-        );
+        let spans = ExportCounters::registered(&mut registry);
         let access_log_dropped = Counter::default();
         registry.register(
             "access_log_dropped",
@@ -371,8 +359,7 @@ impl Metrics {
             snapshot_errors,
             snapshot_applied_at,
             rate_limit_backend_errors,
-            spans_exported,
-            spans_dropped,
+            spans,
             access_log_dropped,
         }
     }

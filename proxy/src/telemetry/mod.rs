@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use portico_api::Route;
-use portico_otlp::{ExportCounters, Flags, Flusher, TraceSettings};
+use portico_otlp::{Flusher, TraceSettings};
 
 use crate::body::{ProxyBody, StreamError};
 use crate::cli::{AccessLogFormat, Cli};
@@ -74,11 +74,6 @@ pub enum TelemetryError {
 impl Settings {
     /// Settings from flags, falling back to the standard `OTEL_*` variables read by `env`.
     pub fn resolve(cli: &Cli, env: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
-        let flags = Flags {
-            endpoint: cli.otlp_endpoint.clone(),
-            protocol: cli.otlp_protocol,
-            sampling: cli.trace_sampling,
-        };
         let mut resource = vec![
             ("service.name".to_owned(), "portico-proxy".to_owned()),
             (
@@ -90,7 +85,7 @@ impl Settings {
             resource.push(("portico.ingress_class".to_owned(), class.clone()));
         }
         Ok(Self {
-            traces: TraceSettings::resolve(&flags, resource, env)?,
+            traces: TraceSettings::resolve(&cli.otlp, resource, env)?,
             trust_context: cli.trust_trace_context,
             access_log: cli.access_log,
         })
@@ -105,12 +100,8 @@ pub fn init(settings: &Settings, metrics: &Metrics) -> Result<(), TelemetryError
     let (tracing, flusher) = match &settings.traces {
         None => (None, None),
         Some(traces) => {
-            let counters = ExportCounters {
-                exported: metrics.spans_exported.clone(),
-                dropped: metrics.spans_dropped.clone(),
-            };
-            let (provider, flusher) =
-                portico_otlp::start(traces, counters).map_err(TelemetryError::Exporter)?;
+            let (provider, flusher) = portico_otlp::start(traces, metrics.spans.clone())
+                .map_err(TelemetryError::Exporter)?;
             (
                 Some(Tracing::new(provider, settings.trust_context)),
                 Some(flusher),
