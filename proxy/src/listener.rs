@@ -26,9 +26,6 @@ use crate::state::State;
 /// Largest request head (and HTTP/1.1 read buffer).
 const MAX_HEADER_BYTES: usize = 64 * 1024;
 
-/// How much later than the configured header timeout hyper's own (silent) one fires.
-const HYPER_HEAD_BACKSTOP: Duration = Duration::from_secs(5);
-
 /// Serving settings shared by both listeners.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
@@ -42,13 +39,14 @@ pub struct ServeOptions {
 
 /// The HTTP server builder: HTTP/1.1 with keep-alive and a header read timeout, and HTTP/2
 /// (by ALPN on TLS, by prior knowledge on plain connections).
-fn builder(options: &ServeOptions) -> auto::Builder<TokioExecutor> {
+fn builder() -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        // A backstop: `HeadTimeoutIo` answers slow heads with 408 at the configured limit.
-        .header_read_timeout(options.header_read_timeout + HYPER_HEAD_BACKSTOP)
+        // `HeadTimeoutIo` answers slow heads with 408; hyper's own timeout would close them
+        // silently, and costs a timer per request head.
+        .header_read_timeout(None)
         .max_buf_size(MAX_HEADER_BYTES)
         .keep_alive(true);
     builder
@@ -70,7 +68,7 @@ pub async fn serve(
     graceful: Arc<GracefulShutdown>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let builder = Arc::new(builder(&options));
+    let builder = Arc::new(builder());
     let limit = options
         .max_connections
         .map(|n| Arc::new(Semaphore::new(n as usize)));
