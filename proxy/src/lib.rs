@@ -35,7 +35,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -199,7 +198,7 @@ async fn run(cli: Cli) -> Result<(), RunError> {
         max_connections: cli.max_connections,
         proxy_protocol: cli.proxy_protocol,
     };
-    let graceful = Arc::new(GracefulShutdown::new());
+    let drain = Arc::new(listener::Drain::default());
     let (stop, stopped) = watch::channel(false);
     let loops = [(http, false), (https, true)].map(|(listener, tls)| {
         tokio::spawn(listener::serve(
@@ -207,7 +206,7 @@ async fn run(cli: Cli) -> Result<(), RunError> {
             tls,
             state.clone(),
             options.clone(),
-            graceful.clone(),
+            drain.clone(),
             stopped.clone(),
         ))
     });
@@ -222,9 +221,7 @@ async fn run(cli: Cli) -> Result<(), RunError> {
     for accept_loop in loops {
         let _ = accept_loop.await;
     }
-    // The accept loops are gone, so this is the last reference.
-    let graceful = Arc::into_inner(graceful).expect("accept loops have ended");
-    if tokio::time::timeout_at(deadline, graceful.shutdown())
+    if tokio::time::timeout_at(deadline, drain.drain())
         .await
         .is_err()
     {

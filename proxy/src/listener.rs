@@ -2,18 +2,24 @@
 //! drain.
 //!
 //! Over `--max-connections`, accepting pauses and new connections wait in the kernel backlog.
-//! On shutdown the loops stop accepting and drop their sockets (new connections are refused);
-//! the connections they started are watched by hyper-util's `GracefulShutdown`, which lets
-//! in-flight requests finish and closes idle keep-alive connections.
+//! A TLS connection speaks the protocol ALPN chose; a plain one speaks HTTP/2 when it opens with
+//! the HTTP/2 preface (prior knowledge) and HTTP/1.x otherwise. On shutdown the loops stop
+//! accepting and drop their sockets (new connections are refused), and [`Drain`] lets the
+//! connections they started finish their in-flight requests and closes idle keep-alive ones.
 
+use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::{Buf, Bytes, BytesMut};
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::LazyConfigAcceptor;
@@ -26,6 +32,7 @@ use crate::state::State;
 /// Largest request head (and HTTP/1.1 read buffer).
 const MAX_HEADER_BYTES: usize = 64 * 1024;
 
+
 /// Serving settings shared by both listeners.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
@@ -37,26 +44,46 @@ pub struct ServeOptions {
     pub proxy_protocol: bool,
 }
 
-/// The HTTP server builder: HTTP/1.1 with keep-alive and a header read timeout, and HTTP/2
-/// (by ALPN on TLS, by prior knowledge on plain connections).
-fn builder() -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
+/// The HTTP servers: HTTP/1.1 with keep-alive, and HTTP/2.
+struct Servers {
+    h1: http1::Builder,
+    h2: http2::Builder<TokioExecutor>,
+}
+
+fn servers() -> Servers {
+    let mut h1 = http1::Builder::new();
+    h1.timer(TokioTimer::new())
         // `HeadTimeoutIo` answers slow heads with 408; hyper's own timeout would close them
         // silently, and costs a timer per request head.
         .header_read_timeout(None)
         .max_buf_size(MAX_HEADER_BYTES)
         .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
+    let mut h2 = http2::Builder::new(TokioExecutor::new());
+    h2.timer(TokioTimer::new())
         .max_header_list_size(MAX_HEADER_BYTES as u32)
         .max_concurrent_streams(1024)
         .adaptive_window(true)
         .keep_alive_interval(Duration::from_secs(30));
-    builder
+    Servers { h1, h2 }
+}
+
+/// Graceful drain of the connections the accept loops started.
+#[derive(Debug)]
+pub struct Drain(watch::Sender<bool>);
+
+impl Default for Drain {
+    fn default() -> Self {
+        Self(watch::Sender::new(false))
+    }
+}
+
+impl Drain {
+    /// Asks every connection to finish its in-flight requests and close (idle ones close at
+    /// once), and resolves when all have closed.
+    pub async fn drain(&self) {
+        self.0.send_replace(true);
+        self.0.closed().await;
+    }
 }
 
 /// Accepts connections until `shutdown` turns true, then drops the listener.
@@ -65,10 +92,10 @@ pub async fn serve(
     tls: bool,
     state: Arc<State>,
     options: ServeOptions,
-    graceful: Arc<GracefulShutdown>,
+    drain: Arc<Drain>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let builder = Arc::new(builder());
+    let servers = Arc::new(servers());
     let limit = options
         .max_connections
         .map(|n| Arc::new(Semaphore::new(n as usize)));
@@ -102,8 +129,8 @@ pub async fn serve(
         // connection.
         let local = local.unwrap_or(peer);
         let state = state.clone();
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
+        let servers = servers.clone();
+        let drained = drain.0.subscribe();
         // One future per path, boxed before it is spawned: tokio moves a spawned future through
         // several frames, and a plain connection need not carry a TLS handshake's state.
         let active = Active::new(&state);
@@ -118,7 +145,7 @@ pub async fn serve(
                     return;
                 };
                 let limits = (timeout, idle);
-                serve_tls(stream, peer, local, state, &builder, watcher, limits).await;
+                serve_tls(stream, peer, local, state, &servers, drained, limits).await;
             }));
         } else {
             let limit = options.header_read_timeout;
@@ -131,8 +158,22 @@ pub async fn serve(
                 let mut conn = ConnInfo::new(peer, local, false, None);
                 let timer = Arc::new(HeadTimer::default());
                 conn.head_timer = Some(timer.clone());
-                let io = HeadTimeoutIo::new(stream, timer, limit, idle);
-                serve_conn(TokioIo::new(io), Arc::new(conn), state, &builder, watcher).await;
+                let mut io = HeadTimeoutIo::new(stream, timer, limit, idle);
+                let (h2, first) = match sniff(&mut io).await {
+                    Ok(Some(sniffed)) => sniffed,
+                    Ok(None) => return,
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "connection ended before a request");
+                        return;
+                    }
+                };
+                let io = TokioIo::new(Prefixed { first, inner: io });
+                let conn = Arc::new(conn);
+                if h2 {
+                    serve_h2(io, conn, state, &servers, drained).await;
+                } else {
+                    serve_h1(io, conn, state, &servers, drained).await;
+                }
             }));
         }
     }
@@ -181,8 +222,8 @@ async fn serve_tls(
     peer: SocketAddr,
     local: SocketAddr,
     state: Arc<State>,
-    builder: &auto::Builder<TokioExecutor>,
-    watcher: Watcher,
+    servers: &Servers,
+    drained: watch::Receiver<bool>,
     (timeout, idle): (Duration, Duration),
 ) {
     let handshake = async {
@@ -219,28 +260,147 @@ async fn serve_tls(
         .and_then(|leaf| crate::tls::peer_cert(leaf))
         .map(Arc::new);
     if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
-        serve_conn(TokioIo::new(tls), Arc::new(info), state, builder, watcher).await;
+        serve_h2(TokioIo::new(tls), Arc::new(info), state, servers, drained).await;
     } else {
         let head_timer = Arc::new(HeadTimer::default());
         info.head_timer = Some(head_timer.clone());
         let io = HeadTimeoutIo::new(tls, head_timer, timeout, idle);
-        serve_conn(TokioIo::new(io), Arc::new(info), state, builder, watcher).await;
+        serve_h1(TokioIo::new(io), Arc::new(info), state, servers, drained).await;
     }
 }
 
-async fn serve_conn<I>(
+async fn serve_h1<I>(
     io: I,
     conn: Arc<ConnInfo>,
     state: Arc<State>,
-    builder: &auto::Builder<TokioExecutor>,
-    watcher: Watcher,
+    servers: &Servers,
+    drained: watch::Receiver<bool>,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let peer = conn.peer;
     let service = service_fn(move |req| dispatch::handle(state.clone(), conn.clone(), req));
-    let connection = builder.serve_connection_with_upgrades(io, service);
-    if let Err(e) = watcher.watch(connection).await {
+    let connection = servers.h1.serve_connection(io, service).with_upgrades();
+    let ended = until_drained(connection, drained, |c| c.graceful_shutdown()).await;
+    if let Err(e) = ended {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+async fn serve_h2<I>(
+    io: I,
+    conn: Arc<ConnInfo>,
+    state: Arc<State>,
+    servers: &Servers,
+    drained: watch::Receiver<bool>,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let peer = conn.peer;
+    let service = service_fn(move |req| dispatch::handle(state.clone(), conn.clone(), req));
+    let connection = servers.h2.serve_connection(io, service);
+    let ended = until_drained(connection, drained, |c| c.graceful_shutdown()).await;
+    if let Err(e) = ended {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// Runs `connection` to its end; when the drain starts, asks it (`shutdown`) to finish what
+/// is in flight and close. Holds `drained` until then, which is how [`Drain`] counts it.
+async fn until_drained<C: Future>(
+    connection: C,
+    mut drained: watch::Receiver<bool>,
+    shutdown: impl FnOnce(Pin<&mut C>),
+) -> C::Output {
+    let mut connection = pin!(connection);
+    tokio::select! {
+        biased;
+        ended = connection.as_mut() => return ended,
+        // Also when the `Drain` is gone, which only happens at exit.
+        _ = drained.wait_for(|drain| *drain) => {}
+    }
+    shutdown(connection.as_mut());
+    connection.await
+}
+
+/// Longest first read of a plain connection: room for a typical request head, so that hyper
+/// finds it whole and the connection costs no extra read.
+const FIRST_READ: usize = 4096;
+
+/// The HTTP/2 connection preface, as far as it tells HTTP/2 from HTTP/1.x.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Reads the first bytes of a plain connection: whether it speaks HTTP/2 (prior knowledge),
+/// and the bytes read, which the server must see first. Reads until the bytes tell, usually
+/// once. `None` when the client closed without a byte.
+async fn sniff<T: AsyncRead + Unpin>(io: &mut T) -> io::Result<Option<(bool, Bytes)>> {
+    let mut first = BytesMut::with_capacity(FIRST_READ);
+    loop {
+        if io.read_buf(&mut first).await? == 0 {
+            return Ok((!first.is_empty()).then(|| (false, first.freeze())));
+        }
+        let n = first.len().min(H2_PREFACE.len());
+        if first[..n] != H2_PREFACE[..n] {
+            return Ok(Some((false, first.freeze())));
+        }
+        if n == H2_PREFACE.len() {
+            return Ok(Some((true, first.freeze())));
+        }
+    }
+}
+
+/// A connection whose first bytes were already read: reads give them first.
+struct Prefixed<T> {
+    first: Bytes,
+    inner: T,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.first.is_empty() {
+            return Pin::new(&mut self.inner).poll_read(cx, buf);
+        }
+        let n = self.first.len().min(buf.remaining());
+        buf.put_slice(&self.first[..n]);
+        self.first.advance(n);
+        if self.first.is_empty() {
+            // Frees the first read's buffer.
+            self.first = Bytes::new();
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

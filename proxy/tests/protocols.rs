@@ -3,9 +3,15 @@
 
 mod common;
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
 use common::*;
 use http::Request;
 use http_body_util::BodyExt;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_certificates_are_chosen_by_sni() {
@@ -86,6 +92,78 @@ async fn http2_by_alpn_and_by_prior_knowledge() {
     let r = send_on(tcp, true, req).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["path"], "/h2c");
+}
+
+/// Sends the first `slow` bytes of a connection a few at a time, 20 ms apart.
+struct Trickle {
+    inner: tokio::net::TcpStream,
+    slow: usize,
+    pause: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl AsyncRead for Trickle {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Trickle {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        if self.slow == 0 {
+            return Pin::new(&mut self.inner).poll_write(cx, buf);
+        }
+        if let Some(pause) = &mut self.pause {
+            ready!(pause.as_mut().poll(cx));
+        }
+        let n = buf.len().min(5).min(self.slow);
+        let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &buf[..n]))?;
+        self.slow -= n;
+        self.pause = Some(Box::pin(tokio::time::sleep(Duration::from_millis(20))));
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_connections_are_told_apart_however_their_first_bytes_arrive() {
+    let backend = Backend::start("web").await;
+    let m = Manifests::new();
+    m.write("svc.yaml", &service("web", &[backend.addr.port()], None));
+    m.write("ing.yaml", &ingress("web", "slow.test", &[("/", "Prefix", "web")]));
+    let proxy = Proxy::start(&m.dir, &[]).await;
+
+    // The HTTP/2 preface is 24 bytes and a request head about 40: both arrive in pieces.
+    for h2 in [false, true] {
+        let tcp = tokio::net::TcpStream::connect(proxy.http).await.unwrap();
+        tcp.set_nodelay(true).unwrap();
+        let io = Trickle {
+            inner: tcp,
+            slow: 40,
+            pause: None,
+        };
+        let req = Request::get("http://slow.test/piecemeal")
+            .header("host", "slow.test")
+            .body(empty())
+            .unwrap();
+        let r = send_on(io, h2, req).await;
+        assert_eq!(r.status, 200, "h2: {h2}");
+        assert_eq!(r.json()["path"], "/piecemeal", "h2: {h2}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
