@@ -32,7 +32,6 @@ use crate::state::State;
 /// Largest request head (and HTTP/1.1 read buffer).
 const MAX_HEADER_BYTES: usize = 64 * 1024;
 
-
 /// Serving settings shared by both listeners.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {

@@ -144,7 +144,10 @@ async fn plain_connections_are_told_apart_however_their_first_bytes_arrive() {
     let backend = Backend::start("web").await;
     let m = Manifests::new();
     m.write("svc.yaml", &service("web", &[backend.addr.port()], None));
-    m.write("ing.yaml", &ingress("web", "slow.test", &[("/", "Prefix", "web")]));
+    m.write(
+        "ing.yaml",
+        &ingress("web", "slow.test", &[("/", "Prefix", "web")]),
+    );
     let proxy = Proxy::start(&m.dir, &[]).await;
 
     // The HTTP/2 preface is 24 bytes and a request head about 40: both arrive in pieces.
