@@ -15,9 +15,9 @@
 # streams). For each: requests/s, p50/p99 latency, the proxy's CPU seconds during the measured run
 # (utime+stime from /proc/PID/stat, all threads; for nginx master + worker), requests per CPU
 # second, and Portico's figures as ratios to nginx's; then each proxy's user and system time per
-# request, which shows how much of a request is the kernel's work that any proxy pays. Each scenario runs BENCH_ROUNDS times per
-# proxy and the round with the most requests/s is reported: other work on the machine only ever
-# lowers a result.
+# request, which shows how much of a request is the kernel's work that any proxy pays. Each
+# scenario runs BENCH_ROUNDS times per proxy and the round with the most requests/s is reported:
+# other work on the machine only ever lowers a result.
 # Then memory and scale: RSS idle and after the runs, and a second portico-proxy with
 # BENCH_ROUTES (10,000) Ingresses, Services and EndpointSlices (bench/gen-ingresses.sh): its
 # time to ready, its RSS, and requests/s through one of its routes as a ratio to the single-route

@@ -21,9 +21,9 @@ use super::connect::{Conn, ConnectError, Connector, H1Conn};
 /// the endpoint, and closing one there only means opening another a moment later; so up to
 /// `max(MAX_IDLE, most requests in flight since the last sweep)` are kept when returned. Once a
 /// burst is over, the sweeper trims the pool back to `MAX_IDLE` (the oldest first) and then
-/// closes what the idle timeout catches, so a thousand connections opened for a burst do not keep their sockets and buffers,
-/// and the upstream's, for nothing. 128 covers the 64 keep-alive connections nginx is usually
-/// given (`keepalive 64`) twice over.
+/// closes what the idle timeout catches, so a thousand connections opened for a burst do not
+/// keep their sockets and buffers, and the upstream's, for nothing. 128 covers the 64 keep-alive
+/// connections nginx is usually given (`keepalive 64`) twice over.
 const MAX_IDLE: usize = 128;
 /// Idle HTTP/1.1 connections older than this are closed (servers close idle connections after a
 /// while; nginx's default keepalive_timeout is 75 s).
