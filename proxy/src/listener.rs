@@ -167,12 +167,7 @@ pub async fn serve(
                     }
                 };
                 let io = TokioIo::new(Prefixed { first, inner: io });
-                let conn = Arc::new(conn);
-                if h2 {
-                    serve_h2(io, conn, state, &servers, drained).await;
-                } else {
-                    serve_h1(io, conn, state, &servers, drained).await;
-                }
+                serve_http(io, h2, Arc::new(conn), state, &servers, drained).await;
             }));
         }
     }
@@ -259,17 +254,28 @@ async fn serve_tls(
         .and_then(|leaf| crate::tls::peer_cert(leaf))
         .map(Arc::new);
     if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
-        serve_h2(TokioIo::new(tls), Arc::new(info), state, servers, drained).await;
+        let (io, conn) = (TokioIo::new(tls), Arc::new(info));
+        serve_http(io, true, conn, state, servers, drained).await;
     } else {
         let head_timer = Arc::new(HeadTimer::default());
         info.head_timer = Some(head_timer.clone());
         let io = HeadTimeoutIo::new(tls, head_timer, timeout, idle);
-        serve_h1(TokioIo::new(io), Arc::new(info), state, servers, drained).await;
+        serve_http(
+            TokioIo::new(io),
+            false,
+            Arc::new(info),
+            state,
+            servers,
+            drained,
+        )
+        .await;
     }
 }
 
-async fn serve_h1<I>(
+/// Serves HTTP/2 (`h2`) or HTTP/1.1 on `io` until the connection ends or the drain closes it.
+async fn serve_http<I>(
     io: I,
+    h2: bool,
     conn: Arc<ConnInfo>,
     state: Arc<State>,
     servers: &Servers,
@@ -279,26 +285,13 @@ async fn serve_h1<I>(
 {
     let peer = conn.peer;
     let service = service_fn(move |req| dispatch::handle(state.clone(), conn.clone(), req));
-    let connection = servers.h1.serve_connection(io, service).with_upgrades();
-    let ended = until_drained(connection, drained, |c| c.graceful_shutdown()).await;
-    if let Err(e) = ended {
-        tracing::debug!(%peer, error = %e, "connection ended with an error");
-    }
-}
-
-async fn serve_h2<I>(
-    io: I,
-    conn: Arc<ConnInfo>,
-    state: Arc<State>,
-    servers: &Servers,
-    drained: watch::Receiver<bool>,
-) where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let peer = conn.peer;
-    let service = service_fn(move |req| dispatch::handle(state.clone(), conn.clone(), req));
-    let connection = servers.h2.serve_connection(io, service);
-    let ended = until_drained(connection, drained, |c| c.graceful_shutdown()).await;
+    let ended = if h2 {
+        let connection = servers.h2.serve_connection(io, service);
+        until_drained(connection, drained, |c| c.graceful_shutdown()).await
+    } else {
+        let connection = servers.h1.serve_connection(io, service).with_upgrades();
+        until_drained(connection, drained, |c| c.graceful_shutdown()).await
+    };
     if let Err(e) = ended {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
