@@ -36,7 +36,6 @@ use std::time::Duration;
 
 use clap::Parser;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 use cli::{Cli, LogFormat};
 use hygiene::Hygiene;
@@ -199,28 +198,21 @@ async fn run(cli: Cli) -> Result<(), RunError> {
         proxy_protocol: cli.proxy_protocol,
     };
     let drain = Arc::new(listener::Drain::default());
-    let (stop, stopped) = watch::channel(false);
-    let loops = [(http, false), (https, true)].map(|(listener, tls)| {
+    for (listener, tls) in [(http, false), (https, true)] {
         tokio::spawn(listener::serve(
             listener,
             tls,
             state.clone(),
             options.clone(),
             drain.clone(),
-            stopped.clone(),
-        ))
-    });
-    drop(stopped);
+        ));
+    }
     tokio::spawn(admin::serve(admin, state.clone()));
 
     wait_for_signal().await?;
     let deadline = tokio::time::Instant::now() + cli.drain_timeout;
     tracing::info!(drain_timeout = ?cli.drain_timeout, "draining");
     state.start_draining();
-    stop.send_replace(true);
-    for accept_loop in loops {
-        let _ = accept_loop.await;
-    }
     if tokio::time::timeout_at(deadline, drain.drain())
         .await
         .is_err()

@@ -3,9 +3,9 @@
 //!
 //! Over `--max-connections`, accepting pauses and new connections wait in the kernel backlog.
 //! A TLS connection speaks the protocol ALPN chose; a plain one speaks HTTP/2 when it opens with
-//! the HTTP/2 preface (prior knowledge) and HTTP/1.x otherwise. On shutdown the loops stop
-//! accepting and drop their sockets (new connections are refused), and [`Drain`] lets the
-//! connections they started finish their in-flight requests and closes idle keep-alive ones.
+//! the HTTP/2 preface (prior knowledge) and HTTP/1.x otherwise. On shutdown ([`Drain`]) the
+//! loops stop accepting and drop their sockets (new connections are refused), and the
+//! connections they started finish their in-flight requests; idle keep-alive ones close.
 
 use std::future::Future;
 use std::io;
@@ -66,7 +66,8 @@ fn servers() -> Servers {
     Servers { h1, h2 }
 }
 
-/// Graceful drain of the connections the accept loops started.
+/// Graceful shutdown of the accept loops and of the connections they started: each holds a
+/// receiver of the channel.
 #[derive(Debug)]
 pub struct Drain(watch::Sender<bool>);
 
@@ -77,23 +78,23 @@ impl Default for Drain {
 }
 
 impl Drain {
-    /// Asks every connection to finish its in-flight requests and close (idle ones close at
-    /// once), and resolves when all have closed.
+    /// Stops the accept loops and asks every connection to finish its in-flight requests and
+    /// close (idle ones close at once); resolves when all loops and connections have ended.
     pub async fn drain(&self) {
         self.0.send_replace(true);
         self.0.closed().await;
     }
 }
 
-/// Accepts connections until `shutdown` turns true, then drops the listener.
+/// Accepts connections until the drain starts, then drops the listener.
 pub async fn serve(
     listener: TcpListener,
     tls: bool,
     state: Arc<State>,
     options: ServeOptions,
     drain: Arc<Drain>,
-    mut shutdown: watch::Receiver<bool>,
 ) {
+    let mut shutdown = drain.0.subscribe();
     let servers = Arc::new(servers());
     let limit = options
         .max_connections
