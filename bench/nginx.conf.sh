@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # The nginx that the benchmarks hold Portico against: one worker, upstream keep-alive (64
-# connections, as nginx is usually given), no logging per request.
+# connections, as nginx is usually given), no logging per request. Each request gets what
+# portico-proxy does to it, as ingress-nginx configures every location: X-Forwarded-For (appended
+# to), -Proto, -Host and -Port, a generated X-Request-ID, and Upgrade/Connection passed on for
+# WebSockets. NGINX_HEADERS=bare leaves them out (proxy_pass with Host only), for comparison.
 #
 #   . bench/nginx.conf.sh; nginx_conf [--no-master] DIR UPSTREAM LISTEN [H2C_LISTEN]
 #   bench/nginx.conf.sh [--no-master] DIR UPSTREAM LISTEN [H2C_LISTEN]    also prints it
@@ -16,7 +19,18 @@ nginx_conf() {
   fi
   [ $# -ge 3 ] || { echo "usage: nginx_conf [--no-master] DIR UPSTREAM LISTEN [H2C_LISTEN]" >&2; return 2; }
   local dir=$1 upstream=$2 listen=$3 h2c=${4:-}
-  local h2c_listen=""
+  local h2c_listen="" headers
+  if [ "${NGINX_HEADERS:-}" = bare ]; then
+    headers='proxy_set_header Connection "";'
+  else
+    headers='proxy_set_header Connection $connection_upgrade;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Forwarded-Host $host;
+            proxy_set_header X-Forwarded-Port $server_port;
+            proxy_set_header X-Request-ID $request_id;'
+  fi
   [ -z "$h2c" ] || h2c_listen="listen $h2c http2 backlog=4096;"
   mkdir -p "$dir/logs" "$dir/tmp"
   cat >"$dir/nginx.conf" <<EOF
@@ -38,6 +52,10 @@ http {
     uwsgi_temp_path $dir/tmp/uwsgi;
     scgi_temp_path $dir/tmp/scgi;
     keepalive_requests 1000000;
+    map \$http_upgrade \$connection_upgrade {
+        default upgrade;
+        "" "";
+    }
     upstream bench {
         server $upstream;
         keepalive 64;
@@ -49,8 +67,8 @@ http {
         location / {
             proxy_pass http://bench;
             proxy_http_version 1.1;
-            proxy_set_header Connection "";
             proxy_set_header Host \$host;
+            $headers
         }
     }
 }
