@@ -10,8 +10,10 @@
 //! The wrapper knows where heads begin and end from [`HeadTimer`], which the connection shares
 //! with the request path: the dispatcher marks the head received when it is called, and the
 //! response body marks the exchange over when it is dropped. Only then, with no response in
-//! flight, can the 408 be written without corrupting anything. Connections that turn out to
-//! speak HTTP/2 (prior knowledge) are passed through untouched.
+//! flight, can the 408 be written without corrupting anything. A connection that turns out to
+//! speak HTTP/2 (prior knowledge) is told so by the listener once its whole preface has arrived
+//! ([`HeadTimeoutIo::stand_aside`]), and is passed through untouched from then on; until then,
+//! a preface is a head like any other, and one that stalls is timed out.
 
 use std::io;
 use std::pin::Pin;
@@ -24,8 +26,6 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 const RESPONSE: &[u8] = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 16\r\nconnection: close\r\n\r\nrequest timeout\n";
-
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
 
 /// Where a connection is between requests, shared with its requests.
 #[derive(Debug, Default)]
@@ -92,7 +92,6 @@ pub struct HeadTimeoutIo<T> {
     /// force (which then re-arms it), never after. Requests on a busy keep-alive connection
     /// therefore neither allocate a timer nor touch the timer wheel.
     sleep: Option<Pin<Box<Sleep>>>,
-    first_read: bool,
 }
 
 /// What the pending timer ends.
@@ -115,8 +114,13 @@ impl<T> HeadTimeoutIo<T> {
             head_started: None,
             idle_since: Instant::now(),
             sleep: None,
-            first_read: true,
         }
+    }
+
+    /// The connection speaks another protocol (HTTP/2): no more heads to time.
+    pub fn stand_aside(&mut self) {
+        self.phase = Phase::Off;
+        self.sleep = None;
     }
 }
 
@@ -170,16 +174,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for HeadTimeoutIo<T> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = polled {
-            let read = &buf.filled()[before..];
-            if this.first_read && !read.is_empty() {
-                this.first_read = false;
-                if read.starts_with(H2_PREFACE) || H2_PREFACE.starts_with(read) {
-                    this.phase = Phase::Off;
-                    this.sleep = None;
-                    return polled;
-                }
-            }
-            if !read.is_empty() && !busy && this.head_started.is_none() {
+            if buf.filled().len() > before && !busy && this.head_started.is_none() {
                 this.head_started = Some(Instant::now());
             }
             return polled;
@@ -330,7 +325,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn no_408_while_a_request_is_in_flight_or_for_http2() {
+    async fn no_408_while_a_request_is_in_flight_or_once_told_of_http2() {
         let (mut client, server) = duplex(4096);
         let timer = Arc::new(HeadTimer::default());
         let mut io = HeadTimeoutIo::new(server, timer.clone(), Duration::from_secs(10), IDLE);
@@ -358,6 +353,7 @@ mod tests {
             .await
             .unwrap();
         assert!(io.read(&mut buf).await.unwrap() > 0);
+        io.stand_aside();
         let h2 = tokio::time::timeout(Duration::from_secs(60), io.read(&mut buf)).await;
         assert!(h2.is_err(), "HTTP/2 connections are left alone");
     }

@@ -167,6 +167,9 @@ pub async fn serve(
                         return;
                     }
                 };
+                if h2 {
+                    io.stand_aside();
+                }
                 let io = TokioIo::new(Prefixed { first, inner: io });
                 serve_http(io, h2, Arc::new(conn), state, &servers, drained).await;
             }));

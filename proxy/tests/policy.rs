@@ -999,6 +999,14 @@ async fn clients_too_slow_to_send_a_head_get_408() {
     let text = answer(&mut tls).await;
     assert!(text.starts_with("HTTP/1.1 408"), "{text:?}");
 
+    // The start of an HTTP/2 preface, then nothing, is a slow head like any other: the
+    // connection is not held open.
+    let mut s = tokio::net::TcpStream::connect(proxy.http).await.unwrap();
+    s.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    let started = Instant::now();
+    answer(&mut s).await;
+    assert!(started.elapsed() < Duration::from_secs(3));
+
     // A connection that says nothing is closed silently at the idle limit.
     let mut s = tokio::net::TcpStream::connect(proxy.http).await.unwrap();
     let started = Instant::now();
