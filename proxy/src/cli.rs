@@ -186,8 +186,8 @@ pub struct Cli {
     #[arg(long, env = "PORTICO_HEADER_READ_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = parse_flag_duration)]
     pub header_read_timeout: Duration,
 
-    /// An HTTP/1.1 connection that sends no request for this long (new, or between requests)
-    /// is closed.
+    /// A client connection with no request for this long is closed: HTTP/1.1 when it sends
+    /// nothing (new, or between requests), HTTP/2 when it has no stream open (after a GOAWAY).
     #[arg(long, env = "PORTICO_IDLE_TIMEOUT", value_name = "DURATION", default_value = "60s", value_parser = parse_flag_duration)]
     pub idle_timeout: Duration,
 

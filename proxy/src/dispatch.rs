@@ -166,7 +166,7 @@ pub async fn handle(
     if let Some(timer) = &conn.head_timer {
         timer.head_received();
     }
-    let stream = ActiveStreams::start();
+    let stream = ActiveStreams::start(conn.h2_streams.as_ref());
     let Some(telemetry) = telemetry::get() else {
         let mut route = None;
         let result = proxy(&state, &conn, req, None, &mut route).await;

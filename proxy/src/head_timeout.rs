@@ -1,4 +1,5 @@
-//! 408 for HTTP/1.1 clients too slow to send a request head (slowloris), and the idle limit.
+//! 408 for HTTP/1.1 clients too slow to send a request head (slowloris), and the idle limit
+//! of client connections, HTTP/1.1 and HTTP/2.
 //!
 //! hyper's own header timeout closes such connections without a word. [`HeadTimeoutIo`] wraps a
 //! client connection and enforces the limit itself: once the first byte of a request head has
@@ -14,11 +15,15 @@
 //! speak HTTP/2 (prior knowledge) is told so by the listener once its whole preface has arrived
 //! ([`HeadTimeoutIo::stand_aside`]), and is passed through untouched from then on; until then,
 //! a preface is a head like any other, and one that stalls is timed out.
+//!
+//! An HTTP/2 connection is idle while it has no stream open: [`H2Streams`] counts them, and the
+//! listener closes the connection (GOAWAY, then the end of the stream) once it has had none for
+//! the idle limit. Pings do not count as activity.
 
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -59,6 +64,58 @@ impl HeadTimer {
 
     fn busy(&self) -> bool {
         self.busy.load(Ordering::Acquire)
+    }
+}
+
+/// The streams open on an HTTP/2 connection, and since when it has had none.
+#[derive(Debug)]
+pub struct H2Streams {
+    open: AtomicUsize,
+    /// Milliseconds from `epoch` to the end of the last stream.
+    idle_since: AtomicU64,
+    epoch: Instant,
+}
+
+impl Default for H2Streams {
+    fn default() -> Self {
+        Self {
+            open: AtomicUsize::new(0),
+            idle_since: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+}
+
+impl H2Streams {
+    /// A stream (request) began.
+    pub fn opened(&self) {
+        self.open.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A stream ended: its response is over, or it was reset.
+    pub fn closed(&self) {
+        // Stamped before the count falls, so that a count of zero never goes with an older
+        // stamp.
+        let now = self.epoch.elapsed().as_millis() as u64;
+        self.idle_since.store(now, Ordering::Release);
+        self.open.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Resolves once the connection has had no stream open for `limit`. Sleeps a limit at a
+    /// time: streams coming and going cost no timer of their own.
+    pub async fn idle_for(&self, limit: Duration) {
+        loop {
+            if self.open.load(Ordering::Acquire) > 0 {
+                tokio::time::sleep(limit).await;
+                continue;
+            }
+            let since = Duration::from_millis(self.idle_since.load(Ordering::Acquire));
+            let deadline = self.epoch + since + limit;
+            if deadline <= Instant::now() {
+                return;
+            }
+            tokio::time::sleep_until(deadline).await;
+        }
     }
 }
 
@@ -322,6 +379,33 @@ mod tests {
             .await
             .unwrap();
         assert!(io.read(&mut buf).await.unwrap() > 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_http2_connection_is_idle_only_without_streams() {
+        const LIMIT: Duration = Duration::from_secs(10);
+        let streams = H2Streams::default();
+        // New, with nothing open: idle after the limit.
+        let started = Instant::now();
+        streams.idle_for(LIMIT).await;
+        assert_eq!(started.elapsed(), LIMIT);
+        // A stream open for longer than the limit keeps the connection busy.
+        streams.opened();
+        streams.opened();
+        let busy = tokio::time::timeout(LIMIT * 3, streams.idle_for(LIMIT)).await;
+        assert!(busy.is_err(), "not idle with streams open");
+        streams.closed();
+        let busy = tokio::time::timeout(LIMIT * 3, streams.idle_for(LIMIT)).await;
+        assert!(busy.is_err(), "not idle with one stream open");
+        // The clock starts when the last stream ends.
+        streams.closed();
+        let ended = Instant::now();
+        streams.idle_for(LIMIT).await;
+        let waited = ended.elapsed();
+        assert!(
+            waited >= LIMIT && waited < LIMIT + Duration::from_millis(10),
+            "{waited:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]

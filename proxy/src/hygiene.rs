@@ -38,8 +38,10 @@ pub struct ConnInfo {
     pub sni: Option<Box<str>>,
     /// The client certificate verified in the TLS handshake, if the client sent one.
     pub client_cert: Option<Arc<PeerCert>>,
-    /// The HTTP/1.1 head timeout's view of the connection (none for HTTP/2 over TLS).
+    /// The HTTP/1.1 head timeout's view of the connection (none for HTTP/2).
     pub head_timer: Option<Arc<crate::head_timeout::HeadTimer>>,
+    /// The streams open on an HTTP/2 connection, for its idle timeout (none for HTTP/1.1).
+    pub h2_streams: Option<Arc<crate::head_timeout::H2Streams>>,
 }
 
 /// What the proxy keeps of a verified client certificate.
@@ -61,6 +63,7 @@ impl ConnInfo {
             sni,
             client_cert: None,
             head_timer: None,
+            h2_streams: None,
         }
     }
 }

@@ -25,7 +25,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio_rustls::LazyConfigAcceptor;
 
 use crate::dispatch;
-use crate::head_timeout::{HeadTimeoutIo, HeadTimer};
+use crate::head_timeout::{H2Streams, HeadTimeoutIo, HeadTimer};
 use crate::hygiene::ConnInfo;
 use crate::state::State;
 
@@ -171,7 +171,7 @@ pub async fn serve(
                     io.stand_aside();
                 }
                 let io = TokioIo::new(Prefixed { first, inner: io });
-                serve_http(io, h2, Arc::new(conn), state, &servers, drained).await;
+                serve_http(io, h2, conn, state, &servers, drained, idle).await;
             }));
         }
     }
@@ -258,54 +258,59 @@ async fn serve_tls(
         .and_then(|leaf| crate::tls::peer_cert(leaf))
         .map(Arc::new);
     if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
-        let (io, conn) = (TokioIo::new(tls), Arc::new(info));
-        serve_http(io, true, conn, state, servers, drained).await;
+        serve_http(TokioIo::new(tls), true, info, state, servers, drained, idle).await;
     } else {
         let head_timer = Arc::new(HeadTimer::default());
         info.head_timer = Some(head_timer.clone());
         let io = HeadTimeoutIo::new(tls, head_timer, timeout, idle);
-        serve_http(
-            TokioIo::new(io),
-            false,
-            Arc::new(info),
-            state,
-            servers,
-            drained,
-        )
-        .await;
+        serve_http(TokioIo::new(io), false, info, state, servers, drained, idle).await;
     }
 }
 
 /// Serves HTTP/2 (`h2`) or HTTP/1.1 on `io` until the connection ends or the drain closes it.
+/// An HTTP/2 connection is also closed once it has had no stream open for `idle` (an HTTP/1.1
+/// connection's `io` enforces that itself).
 async fn serve_http<I>(
     io: I,
     h2: bool,
-    conn: Arc<ConnInfo>,
+    mut conn: ConnInfo,
     state: Arc<State>,
     servers: &Servers,
     drained: watch::Receiver<bool>,
+    idle: Duration,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let peer = conn.peer;
+    let streams = h2.then(|| Arc::new(H2Streams::default()));
+    conn.h2_streams = streams.clone();
+    if h2 {
+        // Set before the first read told the protocol; HTTP/2 has no heads to time.
+        conn.head_timer = None;
+    }
+    let conn = Arc::new(conn);
     let service = service_fn(move |req| dispatch::handle(state.clone(), conn.clone(), req));
-    let ended = if h2 {
+    let ended = if let Some(streams) = streams {
         let connection = servers.h2.serve_connection(io, service);
-        until_drained(connection, drained, |c| c.graceful_shutdown()).await
+        let idle = streams.idle_for(idle);
+        until_drained(connection, drained, idle, |c| c.graceful_shutdown()).await
     } else {
         let connection = servers.h1.serve_connection(io, service).with_upgrades();
-        until_drained(connection, drained, |c| c.graceful_shutdown()).await
+        let idle = std::future::pending();
+        until_drained(connection, drained, idle, |c| c.graceful_shutdown()).await
     };
     if let Err(e) = ended {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
 }
 
-/// Runs `connection` to its end; when the drain starts, asks it (`shutdown`) to finish what
-/// is in flight and close. Holds `drained` until then, which is how [`Drain`] counts it.
+/// Runs `connection` to its end; when the drain starts or `idle` resolves, asks it
+/// (`shutdown`) to finish what is in flight and close. Holds `drained` until then, which is how
+/// [`Drain`] counts it.
 async fn until_drained<C: Future>(
     connection: C,
     mut drained: watch::Receiver<bool>,
+    idle: impl Future<Output = ()>,
     shutdown: impl FnOnce(Pin<&mut C>),
 ) -> C::Output {
     let mut connection = pin!(connection);
@@ -314,6 +319,7 @@ async fn until_drained<C: Future>(
         ended = connection.as_mut() => return ended,
         // Also when the `Drain` is gone, which only happens at exit.
         _ = drained.wait_for(|drain| *drain) => {}
+        () = idle => tracing::debug!("idle HTTP/2 connection closed"),
     }
     shutdown(connection.as_mut());
     connection.await

@@ -20,6 +20,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use portico_otlp::ExportCounters;
+
+use crate::head_timeout::H2Streams;
 use prometheus_client::encoding::{
     EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelSetEncoder, LabelValueEncoder,
     MetricEncoder, NoLabelSet,
@@ -582,27 +584,34 @@ impl RouteMetrics {
 }
 
 /// In-flight requests: a process-wide atomic, so that a request's guard costs no reference
-/// count.
+/// count (HTTP/2 requests also count on their connection, for its idle timeout).
 #[derive(Debug, Clone, Default)]
 pub struct ActiveStreams;
 
 static ACTIVE_STREAMS: AtomicI64 = AtomicI64::new(0);
 
 impl ActiveStreams {
-    /// Counts a request as active until the guard drops.
-    pub fn start() -> StreamGuard {
+    /// Counts a request as active until the guard drops, also on its HTTP/2 connection's
+    /// `streams` if it has them.
+    pub fn start(streams: Option<&Arc<H2Streams>>) -> StreamGuard {
         ACTIVE_STREAMS.fetch_add(1, Ordering::Relaxed);
-        StreamGuard(())
+        if let Some(streams) = streams {
+            streams.opened();
+        }
+        StreamGuard(streams.cloned())
     }
 }
 
 /// One active request; see [`ActiveStreams`].
 #[derive(Debug)]
-pub struct StreamGuard(());
+pub struct StreamGuard(Option<Arc<H2Streams>>);
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
         ACTIVE_STREAMS.fetch_sub(1, Ordering::Relaxed);
+        if let Some(streams) = &self.0 {
+            streams.closed();
+        }
     }
 }
 
@@ -771,7 +780,7 @@ mod tests {
         let text = m.encode();
         assert!(text.contains("portico_proxy_snapshot_version 3"), "{text}");
         assert!(text.contains("portico_proxy_snapshot_applies_total 1"));
-        let guard = ActiveStreams::start();
+        let guard = ActiveStreams::start(None);
         assert!(m.encode().contains("portico_proxy_active_streams "));
         drop(guard);
     }

@@ -253,3 +253,66 @@ async fn https_upstreams_negotiate_h2_and_skip_verification() {
         assert_eq!(echo["path"], "/over-tls");
     }
 }
+
+/// Two requests on one HTTP/2 connection, the first longer than the idle limit, the second
+/// after a pause shorter than it; then returns how long the connection lived on, idle.
+async fn idle_h2_connection_lifetime<T>(io: T, authority: &str) -> Duration
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(io),
+    )
+    .await
+    .unwrap();
+    let mut conn = tokio::spawn(conn);
+    let get = |path: &str| {
+        Request::get(format!("http://{authority}{path}"))
+            .body(empty())
+            .unwrap()
+    };
+    // A stream open for longer than the idle limit: the connection is busy, not idle.
+    let r = read(sender.send_request(get("/slow?ms=1500")).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!((r.status, r.body.as_str()), (200, "slow web\n"));
+    // A pause shorter than the limit, then another request on the same connection.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let r = read(sender.send_request(get("/after-a-pause")).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    let idle_from = std::time::Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(5), &mut conn).await;
+    let lived = idle_from.elapsed();
+    assert!(
+        matches!(ended, Ok(Ok(Ok(())))),
+        "the proxy closes the idle connection cleanly: {ended:?}"
+    );
+    drop(sender);
+    lived
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_http2_connections_are_closed_busy_ones_are_not() {
+    let backend = Backend::start("web").await;
+    let m = Manifests::new();
+    let (pem, key, _) = certificate(&["h2.test"]);
+    m.write("svc.yaml", &service("web", &[backend.addr.port()], None));
+    m.write("secret.yaml", &tls_secret("h2-tls", &pem, &key));
+    m.write("ing.yaml", &tls_ingress("h2", "h2.test", "h2-tls", "web"));
+    let proxy = Proxy::start(&m.dir, &["--idle-timeout", "1s"]).await;
+
+    // Each connection made just before its first request: left unused, it would be idle.
+    let plain = tokio::net::TcpStream::connect(proxy.http).await.unwrap();
+    let h2c = idle_h2_connection_lifetime(plain, "h2.test").await;
+    let tls = tls_connect(proxy.https, Some("h2.test"), &[b"h2"]).await;
+    let h2 = idle_h2_connection_lifetime(tls, "h2.test").await;
+    for (name, lived) in [("h2c", h2c), ("h2 over TLS", h2)] {
+        assert!(
+            lived >= Duration::from_millis(900) && lived < Duration::from_secs(3),
+            "{name}: closed {lived:?} after its last stream, with a 1 s idle limit"
+        );
+    }
+}
