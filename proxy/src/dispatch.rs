@@ -364,7 +364,8 @@ async fn proxy(
         headers.insert(header::HOST, host.clone());
     }
     hygiene::prepare_request(headers, conn, &host, http11, state.hygiene);
-    let mut req: Req = req.map(RequestBody::Client);
+    let timer = conn.head_timer.as_ref();
+    let mut req: Req = req.map(|body| RequestBody::client(body, timer));
     if let Some(client) = client {
         req.extensions_mut().insert(client);
     }

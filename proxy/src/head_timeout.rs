@@ -1,12 +1,16 @@
-//! 408 for HTTP/1.1 clients too slow to send a request head (slowloris), and the idle limit
-//! of client connections, HTTP/1.1 and HTTP/2.
+//! 408 for HTTP/1.1 clients too slow to send a request head (slowloris), the idle limit of
+//! client connections, HTTP/1.1 and HTTP/2, and the limit on HTTP/1.1 clients that stall in
+//! the middle of an exchange.
 //!
 //! hyper's own header timeout closes such connections without a word. [`HeadTimeoutIo`] wraps a
 //! client connection and enforces the limit itself: once the first byte of a request head has
 //! arrived, the rest must follow within `--header-read-timeout`, or the proxy writes
 //! `408 Request Timeout` and closes the connection. A connection that sends nothing, new or
 //! between requests, is closed silently after `--idle-timeout`, as clients expect of idle
-//! keep-alive connections.
+//! keep-alive connections. In the middle of an exchange, a client that stops sending a request
+//! body it owes (slow POST), or stops taking the response (slow read), gets as long before the
+//! connection is closed: the time between two reads or two writes that make progress, like
+//! nginx's `client_body_timeout` and `send_timeout`. Waiting for the upstream is not stalling.
 //!
 //! The wrapper knows where heads begin and end from [`HeadTimer`], which the connection shares
 //! with the request path: the dispatcher marks the head received when it is called, and the
@@ -39,6 +43,8 @@ pub struct HeadTimer {
     busy: AtomicBool,
     /// The connection was upgraded (WebSocket): no more heads.
     upgraded: AtomicBool,
+    /// The client still owes part of the request body.
+    body_owed: AtomicBool,
     /// Counts heads received and exchanges done, so the connection sees each transition even
     /// when it was not reading at the time.
     transitions: AtomicU64,
@@ -53,8 +59,20 @@ impl HeadTimer {
 
     /// The response is done: the next bytes begin a new head.
     pub fn exchange_done(&self) {
+        self.body_owed.store(false, Ordering::Release);
         self.busy.store(false, Ordering::Release);
         self.transitions.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The request has a body, not all of it read yet: reads the connection waits on are the
+    /// client's to make.
+    pub fn body_owed(&self) {
+        self.body_owed.store(true, Ordering::Release);
+    }
+
+    /// The request body has been read whole, or will not be read any further.
+    pub fn body_settled(&self) {
+        self.body_owed.store(false, Ordering::Release);
     }
 
     /// The connection now carries another protocol.
@@ -145,6 +163,10 @@ pub struct HeadTimeoutIo<T> {
     head_started: Option<Instant>,
     /// Since when the connection has had nothing to do.
     idle_since: Instant,
+    /// Since when reads have waited for request body bytes the client owes.
+    read_stalled: Option<Instant>,
+    /// Since when writes have waited for the client to take response bytes.
+    write_stalled: Option<Instant>,
     /// One timer for the connection's life, armed lazily: it may fire before the deadline in
     /// force (which then re-arms it), never after. Requests on a busy keep-alive connection
     /// therefore neither allocate a timer nor touch the timer wheel.
@@ -170,6 +192,8 @@ impl<T> HeadTimeoutIo<T> {
             seen: 0,
             head_started: None,
             idle_since: Instant::now(),
+            read_stalled: None,
+            write_stalled: None,
             sleep: None,
         }
     }
@@ -178,6 +202,59 @@ impl<T> HeadTimeoutIo<T> {
     pub fn stand_aside(&mut self) {
         self.phase = Phase::Off;
         self.sleep = None;
+    }
+}
+
+impl<T> HeadTimeoutIo<T> {
+    /// True while the connection is watched: HTTP/1.1, not upgraded, not closing.
+    fn watching(&mut self) -> bool {
+        if matches!(self.phase, Phase::Watching) && self.timer.upgraded.load(Ordering::Acquire) {
+            self.phase = Phase::Off;
+            self.sleep = None;
+        }
+        matches!(self.phase, Phase::Watching)
+    }
+
+    /// Ready once `deadline` has passed. Until then the connection's one timer is set to fire
+    /// no later than it: it may fire earlier, for a deadline that no longer holds, and is then
+    /// set again.
+    fn poll_deadline(&mut self, cx: &mut Context<'_>, deadline: Instant) -> Poll<()> {
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if sleep.deadline() > deadline {
+            sleep.as_mut().reset(deadline);
+        }
+        loop {
+            ready!(sleep.as_mut().poll(cx));
+            if sleep.deadline() >= deadline {
+                break;
+            }
+            sleep.as_mut().reset(deadline);
+        }
+        self.sleep = None;
+        Poll::Ready(())
+    }
+
+    /// A write (or flush) of the response: closes the connection once writes have waited
+    /// for the client for the idle limit.
+    fn written<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<R>>,
+    ) -> Poll<io::Result<R>> {
+        if !polled.is_pending() {
+            self.write_stalled = None;
+            return polled;
+        }
+        let since = *self.write_stalled.get_or_insert_with(Instant::now);
+        ready!(self.poll_deadline(cx, since + self.idle));
+        tracing::debug!("client took no response bytes in time: connection closed");
+        self.phase = Phase::Closed;
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the client stopped reading the response",
+        )))
     }
 }
 
@@ -210,14 +287,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for HeadTimeoutIo<T> {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         match this.phase {
-            Phase::Off => return Pin::new(&mut this.inner).poll_read(cx, buf),
             Phase::Answering(_) => return this.poll_answer(cx),
             Phase::Closed => return Poll::Ready(Ok(())),
-            Phase::Watching => {}
+            Phase::Off | Phase::Watching => {}
         }
-        if this.timer.upgraded.load(Ordering::Acquire) {
-            this.phase = Phase::Off;
-            this.sleep = None;
+        if !this.watching() {
             return Pin::new(&mut this.inner).poll_read(cx, buf);
         }
         let transitions = this.timer.transitions.load(Ordering::Acquire);
@@ -225,41 +299,43 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for HeadTimeoutIo<T> {
             // A head was received or an exchange ended since the last read: start afresh.
             this.seen = transitions;
             this.head_started = None;
+            this.read_stalled = None;
             this.idle_since = Instant::now();
         }
         let busy = this.timer.busy();
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = polled {
-            if buf.filled().len() > before && !busy && this.head_started.is_none() {
-                this.head_started = Some(Instant::now());
+            if buf.filled().len() > before {
+                this.read_stalled = None;
+                if !busy && this.head_started.is_none() {
+                    this.head_started = Some(Instant::now());
+                }
             }
             return polled;
         }
-        if !polled.is_pending() || busy {
+        if !polled.is_pending() {
             return polled;
+        }
+        if busy {
+            // Waiting for the upstream, or for the end of the stream, is not the client's doing.
+            if !this.timer.body_owed.load(Ordering::Acquire) {
+                return polled;
+            }
+            let since = *this.read_stalled.get_or_insert_with(Instant::now);
+            ready!(this.poll_deadline(cx, since + this.idle));
+            tracing::debug!("client sent no request body bytes in time: connection closed");
+            this.phase = Phase::Closed;
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client stopped sending the request body",
+            )));
         }
         let (wait, deadline) = match this.head_started {
             Some(started) => (Wait::Head, started + this.limit),
             None => (Wait::Idle, this.idle_since + this.idle),
         };
-        let sleep = this
-            .sleep
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        if sleep.deadline() > deadline {
-            sleep.as_mut().reset(deadline);
-        }
-        loop {
-            if sleep.as_mut().poll(cx).is_pending() {
-                return polled;
-            }
-            if sleep.deadline() >= deadline {
-                break;
-            }
-            // Armed for an earlier deadline that no longer holds.
-            sleep.as_mut().reset(deadline);
-        }
-        this.sleep = None;
+        ready!(this.poll_deadline(cx, deadline));
         match wait {
             Wait::Head => {
                 this.phase = Phase::Answering(0);
@@ -281,11 +357,14 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for HeadTimeoutIo<T> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match this.phase {
-            Phase::Answering(_) | Phase::Closed => {
-                Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()))
-            }
-            _ => Pin::new(&mut this.inner).poll_write(cx, buf),
+        if matches!(this.phase, Phase::Answering(_) | Phase::Closed) {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if this.watching() {
+            this.written(cx, polled)
+        } else {
+            polled
         }
     }
 
@@ -295,11 +374,14 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for HeadTimeoutIo<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match this.phase {
-            Phase::Answering(_) | Phase::Closed => {
-                Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()))
-            }
-            _ => Pin::new(&mut this.inner).poll_write_vectored(cx, bufs),
+        if matches!(this.phase, Phase::Answering(_) | Phase::Closed) {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        if this.watching() {
+            this.written(cx, polled)
+        } else {
+            polled
         }
     }
 
@@ -308,7 +390,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for HeadTimeoutIo<T> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_flush(cx);
+        if this.watching() {
+            this.written(cx, polled)
+        } else {
+            polled
+        }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -379,6 +467,42 @@ mod tests {
             .await
             .unwrap();
         assert!(io.read(&mut buf).await.unwrap() > 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_stalling_mid_exchange_is_cut_off_after_the_idle_limit() {
+        let within = |started: Instant| {
+            let waited = started.elapsed();
+            waited >= IDLE && waited < IDLE + Duration::from_millis(10)
+        };
+        let (mut client, server) = duplex(64);
+        let timer = Arc::new(HeadTimer::default());
+        let mut io = HeadTimeoutIo::new(server, timer.clone(), Duration::from_secs(10), IDLE);
+        let mut buf = [0u8; 64];
+        client.write_all(b"POST / HTTP/1.1\r\n\r\n").await.unwrap();
+        assert!(io.read(&mut buf).await.unwrap() > 0);
+        timer.head_received();
+        // Waiting for the upstream: the client owes nothing, and there is no limit.
+        let waiting = tokio::time::timeout(IDLE * 2, io.read(&mut buf)).await;
+        assert!(waiting.is_err());
+        // Body bytes owed that do not come (slow POST).
+        timer.body_owed();
+        let started = Instant::now();
+        let stalled = io.read(&mut buf).await.unwrap_err();
+        assert_eq!(stalled.kind(), io::ErrorKind::TimedOut);
+        assert!(within(started));
+        drop(client);
+
+        // A response the client does not take (slow read): the pipe holds 64 bytes.
+        let (client, server) = duplex(64);
+        let timer = Arc::new(HeadTimer::default());
+        let mut io = HeadTimeoutIo::new(server, timer.clone(), Duration::from_secs(10), IDLE);
+        timer.head_received();
+        let started = Instant::now();
+        let stalled = io.write_all(&[b'x'; 1024]).await.unwrap_err();
+        assert_eq!(stalled.kind(), io::ErrorKind::TimedOut);
+        assert!(within(started));
+        drop(client);
     }
 
     #[tokio::test(start_paused = true)]

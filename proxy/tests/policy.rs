@@ -1031,6 +1031,53 @@ async fn clients_too_slow_to_send_a_head_get_408() {
         text.starts_with("HTTP/1.1 200") && text.ends_with("4"),
         "{text:?}"
     );
+
+    // A body sent whole, then an upstream slower than the idle limit: the client is not the
+    // one stalling, and is answered.
+    let mut s = tokio::net::TcpStream::connect(proxy.http).await.unwrap();
+    s.write_all(b"POST /slow?ms=2500 HTTP/1.1\r\nHost: app.test\r\nContent-Length: 4\r\n\r\nabcd")
+        .await
+        .unwrap();
+    let n = s.read(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text:?}");
+
+    // Part of a body, then nothing (slow POST): the connection is closed after the idle limit.
+    let mut s = tokio::net::TcpStream::connect(proxy.http).await.unwrap();
+    s.write_all(b"POST /upload HTTP/1.1\r\nHost: app.test\r\nContent-Length: 10\r\n\r\nabcd")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    answer(&mut s).await;
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1400) && waited < Duration::from_secs(4),
+        "{waited:?}"
+    );
+
+    // A client that stops reading a large response (slow read) is disconnected after the idle
+    // limit, rather than holding its connection and the upstream one for good.
+    const BIG: u64 = 64 << 20;
+    let mut s = tokio::net::TcpStream::connect(proxy.http).await.unwrap();
+    s.write_all(format!("GET /download?bytes={BIG} HTTP/1.1\r\nHost: app.test\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mut got = 0u64;
+    let reading = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut chunk = vec![0u8; 1 << 16];
+        while let Ok(n) = s.read(&mut chunk).await
+            && n > 0
+        {
+            got += n as u64;
+        }
+    })
+    .await;
+    assert!(reading.is_ok(), "the connection was closed");
+    assert!(
+        got < BIG,
+        "the whole {BIG}-byte response was held for a client that stopped reading"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,7 +12,7 @@ use tower::{Layer, Service};
 
 use super::{BoxFuture, Req, Res};
 use crate::error::{ProxyError, Result};
-use crate::upstream::{Limited, RequestBody};
+use crate::upstream::{ClientBody, Limited, RequestBody};
 
 /// Caps request bodies at `max` bytes.
 #[derive(Debug, Clone)]
@@ -69,7 +69,11 @@ where
         let tripped = Arc::new(AtomicBool::new(false));
         let body = match body {
             RequestBody::Client(incoming) if declared.is_none() => {
-                RequestBody::Limited(Box::new(Limited::new(incoming, self.max, tripped.clone())))
+                let body = ClientBody::new(incoming, None);
+                RequestBody::Limited(Box::new(Limited::new(body, self.max, tripped.clone())))
+            }
+            RequestBody::Owed(body) if declared.is_none() => {
+                RequestBody::Limited(Box::new(Limited::new(*body, self.max, tripped.clone())))
             }
             other => other,
         };

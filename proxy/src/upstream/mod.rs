@@ -41,7 +41,7 @@ use balance::Balancer;
 use connect::{Conn, ConnectError, Connector, H1Conn};
 pub use endpoint::{Endpoint, set_idle_timeout};
 pub use idle::IdleWatch;
-pub use request_body::{Limited, RequestBody};
+pub use request_body::{ClientBody, Limited, RequestBody};
 pub use tunnel::Tunnels;
 
 /// How long an endpoint that refused a connection is skipped.
