@@ -236,14 +236,22 @@ impl<T> HeadTimeoutIo<T> {
         Poll::Ready(())
     }
 
-    /// A write (or flush) of the response: closes the connection once writes have waited
-    /// for the client for the idle limit.
-    fn written<R>(
+    /// True once the 408 is being written or the connection is closed: no more writes.
+    fn closing(&self) -> bool {
+        matches!(self.phase, Phase::Answering(_) | Phase::Closed)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> HeadTimeoutIo<T> {
+    /// A write (or flush) of the response, `op` on the inner stream: closes the connection once
+    /// writes have waited for the client for the idle limit.
+    fn write_with<R>(
         &mut self,
         cx: &mut Context<'_>,
-        polled: Poll<io::Result<R>>,
+        op: impl FnOnce(Pin<&mut T>, &mut Context<'_>) -> Poll<io::Result<R>>,
     ) -> Poll<io::Result<R>> {
-        if !polled.is_pending() {
+        let polled = op(Pin::new(&mut self.inner), cx);
+        if !polled.is_pending() || !self.watching() {
             self.write_stalled = None;
             return polled;
         }
@@ -357,15 +365,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for HeadTimeoutIo<T> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if matches!(this.phase, Phase::Answering(_) | Phase::Closed) {
+        if this.closing() {
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         }
-        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
-        if this.watching() {
-            this.written(cx, polled)
-        } else {
-            polled
-        }
+        this.write_with(cx, |io, cx| io.poll_write(cx, buf))
     }
 
     fn poll_write_vectored(
@@ -374,15 +377,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for HeadTimeoutIo<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if matches!(this.phase, Phase::Answering(_) | Phase::Closed) {
+        if this.closing() {
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         }
-        let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        if this.watching() {
-            this.written(cx, polled)
-        } else {
-            polled
-        }
+        this.write_with(cx, |io, cx| io.poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -390,13 +388,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for HeadTimeoutIo<T> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_flush(cx);
-        if this.watching() {
-            this.written(cx, polled)
-        } else {
-            polled
-        }
+        self.get_mut().write_with(cx, |io, cx| io.poll_flush(cx))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
