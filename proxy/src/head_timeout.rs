@@ -398,17 +398,24 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for HeadTimeoutIo<T> {
 
 #[cfg(test)]
 mod tests {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, duplex};
 
     use super::*;
 
     const IDLE: Duration = Duration::from_secs(100);
 
+    /// A connection under a 10 s head limit and [`IDLE`], through a pipe holding `capacity`
+    /// bytes each way: the client's end, the connection's timer, and the watched end.
+    fn watched(capacity: usize) -> (DuplexStream, Arc<HeadTimer>, HeadTimeoutIo<DuplexStream>) {
+        let (client, server) = duplex(capacity);
+        let timer = Arc::new(HeadTimer::default());
+        let io = HeadTimeoutIo::new(server, timer.clone(), Duration::from_secs(10), IDLE);
+        (client, timer, io)
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_slow_head_gets_408_and_an_idle_connection_is_closed_silently() {
-        let (mut client, server) = duplex(4096);
-        let timer = Arc::new(HeadTimer::default());
-        let mut io = HeadTimeoutIo::new(server, timer.clone(), Duration::from_secs(10), IDLE);
+        let (mut client, _, mut io) = watched(4096);
         let mut buf = [0u8; 64];
         // Idle: no head begun, no answer before the idle limit.
         let idle = tokio::time::timeout(Duration::from_secs(60), io.read(&mut buf)).await;
@@ -423,13 +430,7 @@ mod tests {
         assert!(answer.starts_with(b"HTTP/1.1 408 Request Timeout\r\n"));
 
         // Silence past the idle limit: the end of the stream, and nothing written.
-        let (mut client, server) = duplex(4096);
-        let mut io = HeadTimeoutIo::new(
-            server,
-            Arc::new(HeadTimer::default()),
-            Duration::from_secs(10),
-            IDLE,
-        );
+        let (mut client, _, mut io) = watched(4096);
         let started = Instant::now();
         assert_eq!(io.read(&mut buf).await.unwrap(), 0);
         assert!(started.elapsed() >= IDLE);
@@ -441,9 +442,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_clock_restarts_after_each_exchange() {
-        let (mut client, server) = duplex(4096);
-        let timer = Arc::new(HeadTimer::default());
-        let mut io = HeadTimeoutIo::new(server, timer.clone(), Duration::from_secs(10), IDLE);
+        let (mut client, timer, mut io) = watched(4096);
         let mut buf = [0u8; 64];
         client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
         assert!(io.read(&mut buf).await.unwrap() > 0);
@@ -467,9 +466,7 @@ mod tests {
             let waited = started.elapsed();
             waited >= IDLE && waited < IDLE + Duration::from_millis(10)
         };
-        let (mut client, server) = duplex(64);
-        let timer = Arc::new(HeadTimer::default());
-        let mut io = HeadTimeoutIo::new(server, timer.clone(), Duration::from_secs(10), IDLE);
+        let (mut client, timer, mut io) = watched(64);
         let mut buf = [0u8; 64];
         client.write_all(b"POST / HTTP/1.1\r\n\r\n").await.unwrap();
         assert!(io.read(&mut buf).await.unwrap() > 0);
@@ -486,9 +483,7 @@ mod tests {
         drop(client);
 
         // A response the client does not take (slow read): the pipe holds 64 bytes.
-        let (client, server) = duplex(64);
-        let timer = Arc::new(HeadTimer::default());
-        let mut io = HeadTimeoutIo::new(server, timer.clone(), Duration::from_secs(10), IDLE);
+        let (client, timer, mut io) = watched(64);
         timer.head_received();
         let started = Instant::now();
         let stalled = io.write_all(&[b'x'; 1024]).await.unwrap_err();
@@ -526,9 +521,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn no_408_while_a_request_is_in_flight_or_once_told_of_http2() {
-        let (mut client, server) = duplex(4096);
-        let timer = Arc::new(HeadTimer::default());
-        let mut io = HeadTimeoutIo::new(server, timer.clone(), Duration::from_secs(10), IDLE);
+        let (mut client, timer, mut io) = watched(4096);
         let mut buf = [0u8; 64];
         client.write_all(b"POST / HTTP/1.1\r\n\r\n").await.unwrap();
         assert!(io.read(&mut buf).await.unwrap() > 0);
@@ -541,13 +534,7 @@ mod tests {
         assert!(io.read(&mut buf).await.unwrap() > 0);
         assert_eq!(io.read(&mut buf).await.unwrap(), 0, "408 for the next head");
 
-        let (mut client, server) = duplex(4096);
-        let mut io = HeadTimeoutIo::new(
-            server,
-            Arc::new(HeadTimer::default()),
-            Duration::from_secs(10),
-            IDLE,
-        );
+        let (mut client, _, mut io) = watched(4096);
         client
             .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
             .await

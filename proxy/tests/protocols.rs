@@ -60,15 +60,22 @@ async fn tls_certificates_are_chosen_by_sni() {
     assert_eq!(served(&tls), c_der);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http2_by_alpn_and_by_prior_knowledge() {
+/// A proxy started with `args`, serving `h2.test` over TLS (its own certificate) and plain
+/// HTTP from backend `web`. The backend and manifests live as long as the returned values.
+async fn h2_test_proxy(args: &[&str]) -> (Backend, Manifests, Proxy) {
     let backend = Backend::start("web").await;
     let m = Manifests::new();
     let (pem, key, _) = certificate(&["h2.test"]);
     m.write("svc.yaml", &service("web", &[backend.addr.port()], None));
     m.write("secret.yaml", &tls_secret("h2-tls", &pem, &key));
     m.write("ing.yaml", &tls_ingress("h2", "h2.test", "h2-tls", "web"));
-    let proxy = Proxy::start(&m.dir, &[]).await;
+    let proxy = Proxy::start(&m.dir, args).await;
+    (backend, m, proxy)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_by_alpn_and_by_prior_knowledge() {
+    let (_backend, _m, proxy) = h2_test_proxy(&[]).await;
 
     // TLS with ALPN h2.
     let tls = tls_connect(proxy.https, Some("h2.test"), &[b"h2", b"http/1.1"]).await;
@@ -296,13 +303,7 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_http2_connections_are_closed_busy_ones_are_not() {
-    let backend = Backend::start("web").await;
-    let m = Manifests::new();
-    let (pem, key, _) = certificate(&["h2.test"]);
-    m.write("svc.yaml", &service("web", &[backend.addr.port()], None));
-    m.write("secret.yaml", &tls_secret("h2-tls", &pem, &key));
-    m.write("ing.yaml", &tls_ingress("h2", "h2.test", "h2-tls", "web"));
-    let proxy = Proxy::start(&m.dir, &["--idle-timeout", "1s"]).await;
+    let (_backend, _m, proxy) = h2_test_proxy(&["--idle-timeout", "1s"]).await;
 
     // Each connection made just before its first request: left unused, it would be idle.
     let plain = tokio::net::TcpStream::connect(proxy.http).await.unwrap();
