@@ -188,8 +188,8 @@ pub struct Cli {
 
     /// A client connection with no request for this long is closed: HTTP/1.1 when it sends
     /// nothing (new, or between requests), HTTP/2 when it has no stream open (after a GOAWAY).
-    /// An HTTP/1.1 client that stops sending a request body, or stops reading a response, for
-    /// this long is disconnected too.
+    /// A client that stops sending an HTTP/1.1 request body, or stops reading a response
+    /// (HTTP/1.1, or HTTP/2 within twice this), for this long is disconnected too.
     #[arg(long, env = "PORTICO_IDLE_TIMEOUT", value_name = "DURATION", default_value = "60s", value_parser = parse_flag_duration)]
     pub idle_timeout: Duration,
 

@@ -22,12 +22,15 @@
 //!
 //! An HTTP/2 connection is idle while it has no stream open: [`H2Streams`] counts them, and the
 //! listener closes the connection (GOAWAY, then the end of the stream) once it has had none for
-//! the idle limit. Pings do not count as activity.
+//! the idle limit. Pings do not count as activity. [`H2Streams`] also follows each response: one
+//! that has waited for the client to take more (its flow-control window, or a full socket) for
+//! the idle limit gets the connection dropped, checked once per limit, so within twice it. A
+//! response waiting on its upstream is not waiting on the client.
 
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -85,13 +88,70 @@ impl HeadTimer {
     }
 }
 
-/// The streams open on an HTTP/2 connection, and since when it has had none.
+/// The streams open on an HTTP/2 connection, since when it has had none, and the progress of
+/// the responses being sent on it.
 #[derive(Debug)]
 pub struct H2Streams {
     open: AtomicUsize,
     /// Milliseconds from `epoch` to the end of the last stream.
     idle_since: AtomicU64,
     epoch: Instant,
+    /// The open streams' responses.
+    sending: Mutex<Slots>,
+}
+
+/// The responses of a connection's open streams, each in a slot; `None` slots are free, listed
+/// in `free`.
+#[derive(Debug, Default)]
+struct Slots {
+    sending: Vec<Option<Arc<Sending>>>,
+    free: Vec<usize>,
+}
+
+/// A stream's place on its connection: counted open until dropped.
+#[derive(Debug)]
+pub struct H2Stream {
+    streams: Arc<H2Streams>,
+    slot: usize,
+    sending: Arc<Sending>,
+}
+
+impl H2Stream {
+    /// The connection asks for the next frame of the response.
+    pub fn polling(&self) {
+        self.sending.waiting.store(false, Ordering::Relaxed);
+    }
+
+    /// A frame of the response was handed over, and more are to come.
+    pub fn handed(&self) {
+        self.sending.taken.fetch_add(1, Ordering::Relaxed);
+        self.sending.waiting.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Drop for H2Stream {
+    fn drop(&mut self) {
+        self.streams.closed(self.slot);
+    }
+}
+
+/// One stream's response on its way to the client.
+#[derive(Debug, Default)]
+struct Sending {
+    /// Frames the connection has taken from the response so far.
+    taken: AtomicU64,
+    /// A frame was handed over and the connection has not asked for the next one: it is waiting
+    /// for the client to take more (flow control), or writing.
+    waiting: AtomicBool,
+}
+
+/// Why [`H2Streams::watch`] gave up on a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Close {
+    /// No stream open for the idle limit: close it gracefully (GOAWAY).
+    Idle,
+    /// A response waited for the client to take more for the idle limit: drop the connection.
+    Stalled,
 }
 
 impl Default for H2Streams {
@@ -100,18 +160,41 @@ impl Default for H2Streams {
             open: AtomicUsize::new(0),
             idle_since: AtomicU64::new(0),
             epoch: Instant::now(),
+            sending: Mutex::new(Slots::default()),
         }
     }
 }
 
 impl H2Streams {
-    /// A stream (request) began.
-    pub fn opened(&self) {
+    /// A stream (request) began; it ends when the returned handle drops.
+    pub fn open(self: &Arc<Self>) -> H2Stream {
         self.open.fetch_add(1, Ordering::AcqRel);
+        let sending = Arc::new(Sending::default());
+        let mut slots = self.sending.lock().unwrap();
+        let slot = match slots.free.pop() {
+            Some(slot) => {
+                slots.sending[slot] = Some(sending.clone());
+                slot
+            }
+            None => {
+                slots.sending.push(Some(sending.clone()));
+                slots.sending.len() - 1
+            }
+        };
+        H2Stream {
+            streams: self.clone(),
+            slot,
+            sending,
+        }
     }
 
-    /// A stream ended: its response is over, or it was reset.
-    pub fn closed(&self) {
+    /// The stream in `slot` ended: its response is over, or it was reset.
+    fn closed(&self, slot: usize) {
+        {
+            let mut slots = self.sending.lock().unwrap();
+            slots.sending[slot] = None;
+            slots.free.push(slot);
+        }
         // Stamped before the count falls, so that a count of zero never goes with an older
         // stamp.
         let now = self.epoch.elapsed().as_millis() as u64;
@@ -119,21 +202,50 @@ impl H2Streams {
         self.open.fetch_sub(1, Ordering::AcqRel);
     }
 
-    /// Resolves once the connection has had no stream open for `limit`. Sleeps a limit at a
-    /// time: streams coming and going cost no timer of their own.
-    pub async fn idle_for(&self, limit: Duration) {
+    /// Resolves once the connection should close: it has had no stream open for `limit`, or a
+    /// response has waited for the client to take more for `limit` (checked every `limit`, so
+    /// noticed within twice that). Costs a timer per `limit`, not one per stream.
+    pub async fn watch(&self, limit: Duration) -> Close {
+        // The responses found waiting at the last check, with the frames they had sent.
+        let mut waiting: Vec<(Arc<Sending>, u64)> = Vec::new();
         loop {
             if self.open.load(Ordering::Acquire) > 0 {
                 tokio::time::sleep(limit).await;
+                if self.stalled(&mut waiting) {
+                    return Close::Stalled;
+                }
                 continue;
             }
+            waiting.clear();
             let since = Duration::from_millis(self.idle_since.load(Ordering::Acquire));
             let deadline = self.epoch + since + limit;
             if deadline <= Instant::now() {
-                return;
+                return Close::Idle;
             }
             tokio::time::sleep_until(deadline).await;
         }
+    }
+
+    /// True if a response found waiting at the last check is still waiting, with no frame sent
+    /// since; `waiting` becomes the responses waiting now.
+    fn stalled(&self, waiting: &mut Vec<(Arc<Sending>, u64)>) -> bool {
+        let slots = self.sending.lock().unwrap();
+        let mut now = Vec::new();
+        for sending in slots.sending.iter().flatten() {
+            if !sending.waiting.load(Ordering::Relaxed) {
+                continue;
+            }
+            let taken = sending.taken.load(Ordering::Relaxed);
+            if waiting
+                .iter()
+                .any(|(before, then)| Arc::ptr_eq(before, sending) && *then == taken)
+            {
+                return true;
+            }
+            now.push((sending.clone(), taken));
+        }
+        *waiting = now;
+        false
     }
 }
 
@@ -495,28 +607,52 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_http2_connection_is_idle_only_without_streams() {
         const LIMIT: Duration = Duration::from_secs(10);
-        let streams = H2Streams::default();
+        let streams = Arc::new(H2Streams::default());
         // New, with nothing open: idle after the limit.
         let started = Instant::now();
-        streams.idle_for(LIMIT).await;
+        assert_eq!(streams.watch(LIMIT).await, Close::Idle);
         assert_eq!(started.elapsed(), LIMIT);
-        // A stream open for longer than the limit keeps the connection busy.
-        streams.opened();
-        streams.opened();
-        let busy = tokio::time::timeout(LIMIT * 3, streams.idle_for(LIMIT)).await;
+        // Streams open for longer than the limit, with responses moving or waiting on their
+        // upstream, keep the connection.
+        let a = streams.open();
+        let b = streams.open();
+        let watch = streams.watch(LIMIT);
+        let moving = async {
+            for _ in 0..5 {
+                a.polling();
+                tokio::time::sleep(LIMIT / 2).await;
+                a.handed();
+            }
+        };
+        let busy = tokio::time::timeout(LIMIT * 3, async { tokio::join!(watch, moving).0 }).await;
         assert!(busy.is_err(), "not idle with streams open");
-        streams.closed();
-        let busy = tokio::time::timeout(LIMIT * 3, streams.idle_for(LIMIT)).await;
+        a.polling();
+        drop(a);
+        let busy = tokio::time::timeout(LIMIT * 3, streams.watch(LIMIT)).await;
         assert!(busy.is_err(), "not idle with one stream open");
         // The clock starts when the last stream ends.
-        streams.closed();
+        drop(b);
         let ended = Instant::now();
-        streams.idle_for(LIMIT).await;
+        assert_eq!(streams.watch(LIMIT).await, Close::Idle);
         let waited = ended.elapsed();
         assert!(
             waited >= LIMIT && waited < LIMIT + Duration::from_millis(10),
             "{waited:?}"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_http2_response_the_client_does_not_take_closes_the_connection() {
+        const LIMIT: Duration = Duration::from_secs(10);
+        let streams = Arc::new(H2Streams::default());
+        let stream = streams.open();
+        // A frame handed over, and the connection never asks for the next one.
+        stream.polling();
+        stream.handed();
+        let started = Instant::now();
+        assert_eq!(streams.watch(LIMIT).await, Close::Stalled);
+        let waited = started.elapsed();
+        assert!(waited >= LIMIT && waited <= LIMIT * 2, "{waited:?}");
     }
 
     #[tokio::test(start_paused = true)]

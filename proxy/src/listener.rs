@@ -25,7 +25,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio_rustls::LazyConfigAcceptor;
 
 use crate::dispatch;
-use crate::head_timeout::{H2Streams, HeadTimeoutIo, HeadTimer};
+use crate::head_timeout::{Close, H2Streams, HeadTimeoutIo, HeadTimer};
 use crate::hygiene::ConnInfo;
 use crate::state::State;
 
@@ -292,37 +292,42 @@ async fn serve_http<I>(
     let service = service_fn(move |req| dispatch::handle(state.clone(), conn.clone(), req));
     let ended = if let Some(streams) = streams {
         let connection = servers.h2.serve_connection(io, service);
-        let idle = streams.idle_for(idle);
-        until_drained(connection, drained, idle, |c| c.graceful_shutdown()).await
+        let watch = streams.watch(idle);
+        until_drained(connection, drained, watch, |c| c.graceful_shutdown()).await
     } else {
         let connection = servers.h1.serve_connection(io, service).with_upgrades();
-        let idle = std::future::pending();
-        until_drained(connection, drained, idle, |c| c.graceful_shutdown()).await
+        let watch = std::future::pending();
+        until_drained(connection, drained, watch, |c| c.graceful_shutdown()).await
     };
-    if let Err(e) = ended {
-        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    match ended {
+        Some(Err(e)) => tracing::debug!(%peer, error = %e, "connection ended with an error"),
+        None => tracing::debug!(%peer, "client took no response bytes in time: connection closed"),
+        Some(Ok(())) => {}
     }
 }
 
-/// Runs `connection` to its end; when the drain starts or `idle` resolves, asks it
+/// Runs `connection` to its end; when the drain starts or `watch` finds it idle, asks it
 /// (`shutdown`) to finish what is in flight and close. Holds `drained` until then, which is how
-/// [`Drain`] counts it.
+/// [`Drain`] counts it. `None` when `watch` found it stalled: the connection is dropped.
 async fn until_drained<C: Future>(
     connection: C,
     mut drained: watch::Receiver<bool>,
-    idle: impl Future<Output = ()>,
+    watch: impl Future<Output = Close>,
     shutdown: impl FnOnce(Pin<&mut C>),
-) -> C::Output {
+) -> Option<C::Output> {
     let mut connection = pin!(connection);
     tokio::select! {
         biased;
-        ended = connection.as_mut() => return ended,
+        ended = connection.as_mut() => return Some(ended),
         // Also when the `Drain` is gone, which only happens at exit.
         _ = drained.wait_for(|drain| *drain) => {}
-        () = idle => tracing::debug!("idle HTTP/2 connection closed"),
+        close = watch => match close {
+            Close::Idle => tracing::debug!("idle HTTP/2 connection closed"),
+            Close::Stalled => return None,
+        },
     }
     shutdown(connection.as_mut());
-    connection.await
+    Some(connection.await)
 }
 
 /// Longest first read of a plain connection: room for a typical request head, so that hyper

@@ -21,7 +21,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use portico_otlp::ExportCounters;
 
-use crate::head_timeout::H2Streams;
+use crate::head_timeout::{H2Stream, H2Streams};
 use prometheus_client::encoding::{
     EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelSetEncoder, LabelValueEncoder,
     MetricEncoder, NoLabelSet,
@@ -595,23 +595,33 @@ impl ActiveStreams {
     /// `streams` if it has them.
     pub fn start(streams: Option<&Arc<H2Streams>>) -> StreamGuard {
         ACTIVE_STREAMS.fetch_add(1, Ordering::Relaxed);
-        if let Some(streams) = streams {
-            streams.opened();
-        }
-        StreamGuard(streams.cloned())
+        StreamGuard(streams.map(|streams| Box::new(streams.open())))
     }
 }
 
-/// One active request; see [`ActiveStreams`].
+/// One active request; see [`ActiveStreams`]. On HTTP/2, its stream on the connection.
 #[derive(Debug)]
-pub struct StreamGuard(Option<Arc<H2Streams>>);
+pub struct StreamGuard(Option<Box<H2Stream>>);
+
+impl StreamGuard {
+    /// The connection asks for the next frame of the response.
+    pub fn polling(&self) {
+        if let Some(stream) = &self.0 {
+            stream.polling();
+        }
+    }
+
+    /// A frame of the response was handed over, and more are to come.
+    pub fn handed(&self) {
+        if let Some(stream) = &self.0 {
+            stream.handed();
+        }
+    }
+}
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
         ACTIVE_STREAMS.fetch_sub(1, Ordering::Relaxed);
-        if let Some(streams) = &self.0 {
-            streams.closed();
-        }
     }
 }
 

@@ -191,13 +191,7 @@ async fn grpc_trailers_pass_through_to_an_h2c_upstream() {
     let proxy = Proxy::start(&m.dir, &[]).await;
 
     let tcp = tokio::net::TcpStream::connect(proxy.http).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tcp),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let (mut sender, _conn) = h2_handshake(tcp).await;
     let req = Request::post("http://grpc.test/grpc.Echo/Say")
         .header("content-type", "application/grpc")
         .header("te", "trailers")
@@ -261,19 +255,32 @@ async fn https_upstreams_negotiate_h2_and_skip_verification() {
     }
 }
 
+/// An HTTP/2 (prior knowledge or ALPN) client connection on `io`, driven by a task of its own.
+async fn h2_handshake<T>(
+    io: T,
+) -> (
+    hyper::client::conn::http2::SendRequest<TestBody>,
+    tokio::task::JoinHandle<hyper::Result<()>>,
+)
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(io),
+    )
+    .await
+    .unwrap();
+    (sender, tokio::spawn(conn))
+}
+
 /// Two requests on one HTTP/2 connection, the first longer than the idle limit, the second
 /// after a pause shorter than it; then returns how long the connection lived on, idle.
 async fn idle_h2_connection_lifetime<T>(io: T, authority: &str) -> Duration
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(io),
-    )
-    .await
-    .unwrap();
-    let mut conn = tokio::spawn(conn);
+    let (mut sender, mut conn) = h2_handshake(io).await;
     let get = |path: &str| {
         Request::get(format!("http://{authority}{path}"))
             .body(empty())
@@ -316,4 +323,35 @@ async fn idle_http2_connections_are_closed_busy_ones_are_not() {
             "{name}: closed {lived:?} after its last stream, with a 1 s idle limit"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_client_that_stops_reading_is_disconnected() {
+    let (_backend, _m, proxy) = h2_test_proxy(&["--idle-timeout", "1s"]).await;
+    const BIG: u64 = 64 << 20;
+    let tcp = tokio::net::TcpStream::connect(proxy.http).await.unwrap();
+    let (mut sender, conn) = h2_handshake(tcp).await;
+    let req = Request::get(format!("http://h2.test/download?bytes={BIG}"))
+        .body(empty())
+        .unwrap();
+    let response = sender.send_request(req).await.unwrap();
+    assert_eq!(response.status(), 200);
+    // The body is not read: the stream's window fills, and the proxy's response waits for a
+    // client that takes nothing more.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let ended = tokio::time::timeout(Duration::from_secs(1), conn).await;
+    assert!(ended.is_ok(), "the proxy closed the connection");
+    let mut body = response.into_body();
+    let mut got = 0u64;
+    let reading = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(Ok(frame)) = body.frame().await {
+            got += frame.data_ref().map_or(0, |d| d.len() as u64);
+        }
+    })
+    .await;
+    assert!(reading.is_ok());
+    assert!(
+        got < BIG,
+        "the whole response was held for a client that stopped reading"
+    );
 }

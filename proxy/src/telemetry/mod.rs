@@ -259,7 +259,7 @@ impl Finish {
 #[derive(Debug)]
 pub struct ResponseBody {
     inner: ProxyBody,
-    _stream: StreamGuard,
+    stream: StreamGuard,
     finish: Option<Box<Finish>>,
     head_timer: Option<Arc<HeadTimer>>,
 }
@@ -273,7 +273,7 @@ impl ResponseBody {
     ) -> Self {
         Self {
             inner,
-            _stream: stream,
+            stream,
             finish,
             head_timer,
         }
@@ -289,7 +289,13 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, StreamError>>> {
         let this = self.get_mut();
+        this.stream.polling();
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(_))) = &polled
+            && !this.inner.is_end_stream()
+        {
+            this.stream.handed();
+        }
         if let Some(finish) = &mut this.finish {
             match &polled {
                 Poll::Ready(Some(Ok(frame))) => {
