@@ -20,8 +20,6 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use portico_otlp::ExportCounters;
-
-use crate::head_timeout::{H2Stream, H2Streams};
 use prometheus_client::encoding::{
     EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelSetEncoder, LabelValueEncoder,
     MetricEncoder, NoLabelSet,
@@ -31,6 +29,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
+
+use crate::head_timeout::{H2Stream, H2Streams};
 
 const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
@@ -584,7 +584,7 @@ impl RouteMetrics {
 }
 
 /// In-flight requests: a process-wide atomic, so that a request's guard costs no reference
-/// count (HTTP/2 requests also count on their connection, for its idle timeout).
+/// count (HTTP/2 requests also count on their connection, for its idle and slow-read limits).
 #[derive(Debug, Clone, Default)]
 pub struct ActiveStreams;
 
