@@ -29,7 +29,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -91,21 +91,23 @@ impl HeadTimer {
 /// The streams open on an HTTP/2 connection, since when it has had none, and the progress of
 /// the responses being sent on it.
 #[derive(Debug)]
-pub struct H2Streams {
-    open: AtomicUsize,
-    /// Milliseconds from `epoch` to the end of the last stream.
-    idle_since: AtomicU64,
-    epoch: Instant,
-    /// The open streams' responses.
-    sending: Mutex<Slots>,
-}
+pub struct H2Streams(Mutex<Slots>);
 
 /// The responses of a connection's open streams, each in a slot; `None` slots are free, listed
-/// in `free`.
-#[derive(Debug, Default)]
+/// in `free`. The streams open are the slots taken.
+#[derive(Debug)]
 struct Slots {
     sending: Vec<Option<Arc<Sending>>>,
     free: Vec<usize>,
+    /// When the last stream ended (or the connection began).
+    idle_since: Instant,
+}
+
+impl Slots {
+    /// Since when the connection has had no stream open; `None` while it has one.
+    fn idle_since(&self) -> Option<Instant> {
+        (self.sending.len() == self.free.len()).then_some(self.idle_since)
+    }
 }
 
 /// A stream's place on its connection: counted open until dropped.
@@ -156,21 +158,19 @@ pub enum Close {
 
 impl Default for H2Streams {
     fn default() -> Self {
-        Self {
-            open: AtomicUsize::new(0),
-            idle_since: AtomicU64::new(0),
-            epoch: Instant::now(),
-            sending: Mutex::new(Slots::default()),
-        }
+        Self(Mutex::new(Slots {
+            sending: Vec::new(),
+            free: Vec::new(),
+            idle_since: Instant::now(),
+        }))
     }
 }
 
 impl H2Streams {
     /// A stream (request) began; it ends when the returned handle drops.
     pub fn open(self: &Arc<Self>) -> H2Stream {
-        self.open.fetch_add(1, Ordering::AcqRel);
         let sending = Arc::new(Sending::default());
-        let mut slots = self.sending.lock().unwrap();
+        let mut slots = self.0.lock().unwrap();
         let slot = match slots.free.pop() {
             Some(slot) => {
                 slots.sending[slot] = Some(sending.clone());
@@ -190,16 +190,10 @@ impl H2Streams {
 
     /// The stream in `slot` ended: its response is over, or it was reset.
     fn closed(&self, slot: usize) {
-        {
-            let mut slots = self.sending.lock().unwrap();
-            slots.sending[slot] = None;
-            slots.free.push(slot);
-        }
-        // Stamped before the count falls, so that a count of zero never goes with an older
-        // stamp.
-        let now = self.epoch.elapsed().as_millis() as u64;
-        self.idle_since.store(now, Ordering::Release);
-        self.open.fetch_sub(1, Ordering::AcqRel);
+        let mut slots = self.0.lock().unwrap();
+        slots.sending[slot] = None;
+        slots.free.push(slot);
+        slots.idle_since = Instant::now();
     }
 
     /// Resolves once the connection should close: it has had no stream open for `limit`, or a
@@ -209,16 +203,16 @@ impl H2Streams {
         // The responses found waiting at the last check, with the frames they had sent.
         let mut waiting: Vec<(Arc<Sending>, u64)> = Vec::new();
         loop {
-            if self.open.load(Ordering::Acquire) > 0 {
+            let idle_since = self.0.lock().unwrap().idle_since();
+            let Some(since) = idle_since else {
                 tokio::time::sleep(limit).await;
                 if self.stalled(&mut waiting) {
                     return Close::Stalled;
                 }
                 continue;
-            }
+            };
             waiting.clear();
-            let since = Duration::from_millis(self.idle_since.load(Ordering::Acquire));
-            let deadline = self.epoch + since + limit;
+            let deadline = since + limit;
             if deadline <= Instant::now() {
                 return Close::Idle;
             }
@@ -229,7 +223,7 @@ impl H2Streams {
     /// True if a response found waiting at the last check is still waiting, with no frame sent
     /// since; `waiting` becomes the responses waiting now.
     fn stalled(&self, waiting: &mut Vec<(Arc<Sending>, u64)>) -> bool {
-        let slots = self.sending.lock().unwrap();
+        let slots = self.0.lock().unwrap();
         let mut now = Vec::new();
         for sending in slots.sending.iter().flatten() {
             if !sending.waiting.load(Ordering::Relaxed) {
@@ -310,7 +304,8 @@ impl<T> HeadTimeoutIo<T> {
         }
     }
 
-    /// The connection speaks another protocol (HTTP/2): no more heads to time.
+    /// The connection speaks another protocol (HTTP/2, or an upgrade's): no more heads to
+    /// time.
     pub fn stand_aside(&mut self) {
         self.phase = Phase::Off;
         self.sleep = None;
@@ -321,8 +316,7 @@ impl<T> HeadTimeoutIo<T> {
     /// True while the connection is watched: HTTP/1.1, not upgraded, not closing.
     fn watching(&mut self) -> bool {
         if matches!(self.phase, Phase::Watching) && self.timer.upgraded.load(Ordering::Acquire) {
-            self.phase = Phase::Off;
-            self.sleep = None;
+            self.stand_aside();
         }
         matches!(self.phase, Phase::Watching)
     }

@@ -157,8 +157,7 @@ pub async fn serve(
                 };
                 let mut conn = ConnInfo::new(peer, local, false, None);
                 let timer = Arc::new(HeadTimer::default());
-                conn.head_timer = Some(timer.clone());
-                let mut io = HeadTimeoutIo::new(stream, timer, limit, idle);
+                let mut io = HeadTimeoutIo::new(stream, timer.clone(), limit, idle);
                 let (h2, first) = match sniff(&mut io).await {
                     Ok(Some(sniffed)) => sniffed,
                     Ok(None) => return,
@@ -169,6 +168,8 @@ pub async fn serve(
                 };
                 if h2 {
                     io.stand_aside();
+                } else {
+                    conn.head_timer = Some(timer);
                 }
                 let io = TokioIo::new(Prefixed { first, inner: io });
                 serve_http(io, h2, conn, state, &servers, drained, idle).await;
@@ -284,10 +285,6 @@ async fn serve_http<I>(
     let peer = conn.peer;
     let streams = h2.then(|| Arc::new(H2Streams::default()));
     conn.h2_streams = streams.clone();
-    if h2 {
-        // Set before the first read told the protocol; HTTP/2 has no heads to time.
-        conn.head_timer = None;
-    }
     let conn = Arc::new(conn);
     let service = service_fn(move |req| dispatch::handle(state.clone(), conn.clone(), req));
     let ended = if let Some(streams) = streams {
