@@ -60,6 +60,24 @@ async fn tls_certificates_are_chosen_by_sni() {
     assert_eq!(served(&tls), c_der);
 }
 
+/// A proxy in front of `backend` alone: its Service (with `app_protocol`) and one Ingress
+/// sending all of `host` to it. The manifests live as long as the returned value.
+async fn one_route_proxy(
+    backend: &Backend,
+    app_protocol: Option<&str>,
+    host: &str,
+) -> (Manifests, Proxy) {
+    let name = backend.name.as_str();
+    let m = Manifests::new();
+    m.write(
+        "svc.yaml",
+        &service(name, &[backend.addr.port()], app_protocol),
+    );
+    m.write("ing.yaml", &ingress(name, host, &[("/", "Prefix", name)]));
+    let proxy = Proxy::start(&m.dir, &[]).await;
+    (m, proxy)
+}
+
 /// A proxy started with `args`, serving `h2.test` over TLS (its own certificate) and plain
 /// HTTP from backend `web`. The backend and manifests live as long as the returned values.
 async fn h2_test_proxy(args: &[&str]) -> (Backend, Manifests, Proxy) {
@@ -149,13 +167,7 @@ impl AsyncWrite for Trickle {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_connections_are_told_apart_however_their_first_bytes_arrive() {
     let backend = Backend::start("web").await;
-    let m = Manifests::new();
-    m.write("svc.yaml", &service("web", &[backend.addr.port()], None));
-    m.write(
-        "ing.yaml",
-        &ingress("web", "slow.test", &[("/", "Prefix", "web")]),
-    );
-    let proxy = Proxy::start(&m.dir, &[]).await;
+    let (_m, proxy) = one_route_proxy(&backend, None, "slow.test").await;
 
     // The HTTP/2 preface is 24 bytes and a request head about 40: both arrive in pieces.
     for h2 in [false, true] {
@@ -179,16 +191,7 @@ async fn plain_connections_are_told_apart_however_their_first_bytes_arrive() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_trailers_pass_through_to_an_h2c_upstream() {
     let backend = Backend::start("grpc").await;
-    let m = Manifests::new();
-    m.write(
-        "svc.yaml",
-        &service("grpc", &[backend.addr.port()], Some("kubernetes.io/h2c")),
-    );
-    m.write(
-        "ing.yaml",
-        &ingress("grpc", "grpc.test", &[("/", "Prefix", "grpc")]),
-    );
-    let proxy = Proxy::start(&m.dir, &[]).await;
+    let (_m, proxy) = one_route_proxy(&backend, Some("kubernetes.io/h2c"), "grpc.test").await;
 
     let tcp = tokio::net::TcpStream::connect(proxy.http).await.unwrap();
     let (mut sender, _conn) = h2_handshake(tcp).await;
@@ -216,13 +219,7 @@ async fn grpc_trailers_pass_through_to_an_h2c_upstream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websockets_echo_through_the_proxy() {
     let backend = Backend::start("ws").await;
-    let m = Manifests::new();
-    m.write("svc.yaml", &service("ws", &[backend.addr.port()], None));
-    m.write(
-        "ing.yaml",
-        &ingress("ws", "ws.test", &[("/", "Prefix", "ws")]),
-    );
-    let proxy = Proxy::start(&m.dir, &[]).await;
+    let (_m, proxy) = one_route_proxy(&backend, None, "ws.test").await;
 
     let mut ws = websocket(proxy.http, "ws.test", "/ws").await;
     for i in 0..10 {
@@ -234,16 +231,7 @@ async fn websockets_echo_through_the_proxy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_upstreams_negotiate_h2_and_skip_verification() {
     let backend = Backend::start_tls("secure").await;
-    let m = Manifests::new();
-    m.write(
-        "svc.yaml",
-        &service("secure", &[backend.addr.port()], Some("https")),
-    );
-    m.write(
-        "ing.yaml",
-        &ingress("secure", "secure.test", &[("/", "Prefix", "secure")]),
-    );
-    let proxy = Proxy::start(&m.dir, &[]).await;
+    let (_m, proxy) = one_route_proxy(&backend, Some("https"), "secure.test").await;
     let c = Client::new();
     for _ in 0..3 {
         let r = c.get(proxy.http, "secure.test", "/over-tls").await;
